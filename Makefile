@@ -1,0 +1,42 @@
+# firmware-agent: every target sets up what it needs on a fresh Debian/Ubuntu machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint test-unit test-vcan sysdeps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+## sysdeps: system packages (mosquitto, qemu, busybox, cpio, can-utils), installed with apt-get when missing
+sysdeps:
+	@bash .ci/sysdeps.sh
+
+## lint: ruff check, ruff format --check, mypy on the package
+lint: $(STAMP)
+	$(BIN)/ruff check firmware_agent sim tests bench
+	$(BIN)/ruff format --check firmware_agent sim tests bench
+	$(BIN)/mypy firmware_agent sim
+
+## test-unit: the host suite (unit + integration with a real mosquitto); no SocketCAN
+test-unit: $(STAMP) sysdeps
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+## test: everything CI runs: lint, the host suite, then the SocketCAN suite inside the QEMU VM
+test: lint test-unit test-vcan
+
+## demo: decode a simulated drive of our own vehicle and print the summary table
+demo: $(STAMP)
+	@mkdir -p out
+	$(BIN)/firmware-agent decode dbc/sample-drive.log --summary
+
+bench: $(STAMP)
+	$(BIN)/python bench/decode.py
+
+clean:
+	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache

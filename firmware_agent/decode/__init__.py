@@ -1,0 +1,1 @@
+"""DBC catalog, compiled and vectorised decoders, capture readers."""

@@ -1,0 +1,178 @@
+"""The DBC catalog: which message definition applies to a frame seen on a channel.
+
+Databases are bound either to every channel (`--dbc FILE`) or to one (`--dbc CHANNEL=FILE`); several
+databases on one channel merge. J1939 databases match by PGN (priority and source address masked, and
+the destination address for PDU1 PGNs), not by raw 29-bit identifier.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import cantools
+from cantools.database.can import Database, Message
+
+from firmware_agent.errors import UserError
+
+_J1939_PROTOCOL = "j1939"
+
+
+@dataclass(frozen=True)
+class DbcSpec:
+    """A `--dbc [CHANNEL=]FILE` argument: `channel` is None when the file applies to every channel."""
+
+    path: Path
+    channel: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> DbcSpec:
+        """Parse `FILE` or `CHANNEL=FILE`; a file whose own name contains `=` still works as `FILE`."""
+        if "=" in spec and not Path(spec).exists():
+            channel, _, path = spec.partition("=")
+            if channel and path:
+                return cls(Path(path), channel)
+        return cls(Path(spec), None)
+
+
+def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Database:
+    """Load a DBC/ARXML/KCD/SYM file with cantools, falling back to `strict=False`.
+
+    Raises `UserError` naming the file (and line, where cantools reports one) when it cannot be loaded.
+    `warn` receives one line when the file only loads without strict checks.
+    """
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        return cantools.database.load_file(str(path), strict=True)
+    except (cantools.database.UnsupportedDatabaseFormatError, ValueError, KeyError) as strict_error:
+        try:
+            database = cantools.database.load_file(str(path), strict=False)
+        except Exception as exc:
+            raise UserError(_describe_load_error(path, exc)) from exc
+        if warn is not None:
+            warn(f"{path}: loaded with strict=False ({_strip_format_prefix(str(strict_error))})")
+        return database
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a text database file ({exc.reason})") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        raise UserError(_describe_load_error(path, exc)) from exc
+
+
+def _strip_format_prefix(message: str) -> str:
+    # cantools wraps each format's error as 'DBC: "..."'; keep the inner text.
+    match = re.match(r'^\w+: "(.*)"$', message.strip(), re.S)
+    return match.group(1) if match else message
+
+
+def _describe_load_error(path: Path, exc: Exception) -> str:
+    text = _strip_format_prefix(str(exc))
+    match = re.search(r"line (\d+), column (\d+): (.*)", text, re.S)
+    if match:
+        line, column, rest = match.groups()
+        return f"{path}:{line}:{column}: DBC syntax error near {rest.strip()!r}"
+    return f"{path}: cannot load database: {text}"
+
+
+def is_j1939(message: Message) -> bool:
+    """True when the message is matched by PGN rather than by raw identifier."""
+    return message.protocol == _J1939_PROTOCOL and message.is_extended_frame
+
+
+def j1939_pgn(frame_id: int) -> int:
+    """The PGN of a 29-bit J1939 identifier (the destination address is masked for PDU1 PGNs)."""
+    pgn = (frame_id >> 8) & 0x3FFFF
+    pdu_format = (pgn >> 8) & 0xFF
+    if pdu_format < 240:
+        pgn &= 0x3FF00
+    return pgn
+
+
+@dataclass
+class _ChannelTable:
+    by_id: dict[tuple[int, bool], Message] = field(default_factory=dict)
+    by_pgn: dict[int, Message] = field(default_factory=dict)
+
+
+class Catalog:
+    """Message definitions per channel, with a memoised `lookup(channel, frame_id, is_extended)`."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str | None, _ChannelTable] = {}
+        self._cache: dict[tuple[str | None, int, bool], Message | None] = {}
+        self.sources: list[DbcSpec] = []
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[str | DbcSpec], warn_stream: TextIO | None = sys.stderr) -> Catalog:
+        """Load every `--dbc` spec; warnings about non-strict files go once each to `warn_stream`."""
+        catalog = cls()
+
+        def warn(line: str) -> None:
+            if warn_stream is not None:
+                print(f"warning: {line}", file=warn_stream)
+
+        for spec in specs:
+            parsed = spec if isinstance(spec, DbcSpec) else DbcSpec.parse(spec)
+            catalog.add(load_database(parsed.path, warn), parsed.channel)
+            catalog.sources.append(parsed)
+        return catalog
+
+    def add(self, database: Database, channel: str | None = None) -> None:
+        """Bind a database to one channel, or to every channel when `channel` is None."""
+        table = self._tables.setdefault(channel, _ChannelTable())
+        for message in database.messages:
+            if is_j1939(message):
+                table.by_pgn[j1939_pgn(message.frame_id)] = message
+            else:
+                table.by_id[(message.frame_id, message.is_extended_frame)] = message
+        self._cache.clear()
+
+    @property
+    def channels(self) -> list[str | None]:
+        """Channels with a database of their own (None stands for 'every channel')."""
+        return list(self._tables)
+
+    def messages(self, channel: str | None = None) -> list[Message]:
+        """Every message definition visible on `channel` (its own databases, then the global ones)."""
+        seen: dict[int, Message] = {}
+        for key in (channel, None) if channel is not None else (None,):
+            table = self._tables.get(key)
+            if table is None:
+                continue
+            for message in (*table.by_id.values(), *table.by_pgn.values()):
+                seen.setdefault(id(message), message)
+        return list(seen.values())
+
+    def all_messages(self) -> list[tuple[str | None, Message]]:
+        """Every (channel, message) binding in the catalog."""
+        return [
+            (channel, message)
+            for channel, table in self._tables.items()
+            for message in (*table.by_id.values(), *table.by_pgn.values())
+        ]
+
+    def lookup(self, channel: str | None, frame_id: int, is_extended: bool) -> Message | None:
+        """The message definition for a frame, or None when no database on that channel knows it."""
+        key = (channel, frame_id, is_extended)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = None
+        for table_key in (channel, None):
+            table = self._tables.get(table_key)
+            if table is None:
+                continue
+            found = table.by_id.get((frame_id, is_extended))
+            if found is None and is_extended and table.by_pgn:
+                found = table.by_pgn.get(j1939_pgn(frame_id))
+            if found is not None:
+                break
+        self._cache[key] = found
+        return found

@@ -1,0 +1,1 @@
+"""Who is driving: explicit identity signals and the behavioural model."""

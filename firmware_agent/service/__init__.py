@@ -1,0 +1,1 @@
+"""Daemon wiring: configuration, pipeline assembly, systemd notify/watchdog, health."""

@@ -1,0 +1,1 @@
+"""Where frames come from: python-can buses, capture replay, the in-process simulator."""

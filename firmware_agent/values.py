@@ -1,0 +1,69 @@
+"""The plain values handed from one pipeline stage to the next.
+
+Frames are python-can `can.Message` objects as the buses and readers produce them (timestamp, channel,
+arbitration_id, is_extended_id, is_fd, data). Decoding turns a frame into `Sample`s; collection groups
+samples into a `Batch`; the outbox gives each batch its sequence number, signs it and keeps it until the
+broker acknowledges it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+#: A decoded signal value: physical number, or the value-table name as a string.
+SignalValue = Union[int, float, str]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One signal value at one instant, named by VSS path where mapped, else `Message.Signal`."""
+
+    timestamp: float
+    name: str
+    value: SignalValue
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, reported in a batch's `events`: a driver change, an E2E burst, a bus gap."""
+
+    timestamp: float
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+#: Batch priorities: the outbox evicts low-priority batches first when it is full.
+PRIORITY_LOW = 0
+PRIORITY_NORMAL = 1
+PRIORITY_HIGH = 2
+
+
+@dataclass
+class Batch:
+    """Samples and events collected over one interval, before it receives a sequence number.
+
+    `signals` maps a signal name to its samples as (timestamps, values), in time order.
+    """
+
+    samples: dict[str, tuple[list[float], list[SignalValue]]] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    campaign: str | None = None
+    driver: dict[str, Any] | None = None
+    priority: int = PRIORITY_NORMAL
+
+    def add(self, sample: Sample) -> None:
+        """Append one sample to its signal's series."""
+        series = self.samples.get(sample.name)
+        if series is None:
+            series = self.samples[sample.name] = ([], [])
+        series[0].append(sample.timestamp)
+        series[1].append(sample.value)
+
+    def sample_count(self) -> int:
+        """Number of samples across all signals."""
+        return sum(len(times) for times, _ in self.samples.values())
+
+    def is_empty(self) -> bool:
+        """True when the batch carries neither samples nor events."""
+        return not self.samples and not self.events

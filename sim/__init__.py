@@ -1,0 +1,1 @@
+"""Vehicle simulator: physics, driver personas, scenarios and faults over the project DBCs."""
