@@ -9,10 +9,10 @@ broker acknowledges it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 #: A decoded signal value: physical number, or the value-table name as a string.
-SignalValue = Union[int, float, str]
+SignalValue = int | float | str
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every available subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="firmware-agent",
-        description="In-vehicle telemetry agent: decode CAN captures, simulate a vehicle, upload signed telemetry.",
+        description="In-vehicle telemetry agent: decode CAN captures, simulate a vehicle, "
+        "upload signed telemetry.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")

@@ -48,7 +48,7 @@ def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Data
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        return cantools.database.load_file(str(path), strict=True)
+        return _as_can_database(path, cantools.database.load_file(str(path), strict=True))
     except (cantools.database.UnsupportedDatabaseFormatError, ValueError, KeyError) as strict_error:
         try:
             database = cantools.database.load_file(str(path), strict=False)
@@ -56,13 +56,21 @@ def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Data
             raise UserError(_describe_load_error(path, exc)) from exc
         if warn is not None:
             warn(f"{path}: loaded with strict=False ({_strip_format_prefix(str(strict_error))})")
-        return database
+        return _as_can_database(path, database)
+    except UserError:
+        raise
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not a text database file ({exc.reason})") from exc
     except OSError as exc:
         raise UserError(f"{path}: {exc.strerror or exc}") from exc
     except Exception as exc:
         raise UserError(_describe_load_error(path, exc)) from exc
+
+
+def _as_can_database(path: Path, database: object) -> Database:
+    if not isinstance(database, Database):
+        raise UserError(f"{path}: not a CAN database (diagnostics databases cannot decode frames)")
+    return database
 
 
 def _strip_format_prefix(message: str) -> str:
