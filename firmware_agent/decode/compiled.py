@@ -48,7 +48,7 @@ class DecodeSkip(Exception):
         self.reason = reason
 
 
-_FLOAT_UNPACKERS = {16: struct.Struct(">e").unpack, 32: struct.Struct(">f").unpack, 64: struct.Struct(">d").unpack}
+_FLOAT_UNPACKERS = {bits: struct.Struct(code).unpack for bits, code in ((16, ">e"), (32, ">f"), (64, ">d"))}
 
 
 class CompiledMessage:
@@ -177,7 +177,8 @@ class _Generator:
 
     def signal(self, signal: SignalLayout, raw: str) -> list[str]:
         source = "le" if signal.integer == "le" else "be"
-        extract = f"({source} >> {signal.shift}) & {signal.mask:#x}" if signal.shift else f"{source} & {signal.mask:#x}"
+        shifted = f"({source} >> {signal.shift})" if signal.shift else source
+        extract = f"{shifted} & {signal.mask:#x}"
         lines = [f"    {raw} = {extract}"]
         if signal.kind == "s":
             lines.append(f"    if {raw} >= {1 << (signal.length - 1):#x}: {raw} -= {1 << signal.length:#x}")
@@ -208,8 +209,8 @@ class _Generator:
             "def decode(data):",
             f"    if len(data) < {length}: raise DecodeSkip(SKIP_TOO_SHORT)",
             f"    data = data[:{length}]",
-            f"    le = from_bytes(data, 'little')" if needs_le else "    le = 0",
-            f"    be = from_bytes(data, 'big')" if needs_be else "    be = 0",
+            "    le = from_bytes(data, 'little')" if needs_le else "    le = 0",
+            "    be = from_bytes(data, 'big')" if needs_be else "    be = 0",
             "    out = {}",
             f"    {root}(le, be, out)",
             "    return out",
