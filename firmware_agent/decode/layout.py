@@ -84,7 +84,7 @@ def message_layout(message: Message) -> MessageLayout:
     return MessageLayout(message.name, length, root, tuple(s.name for s in message.signals))
 
 
-def _node_layout(codec: dict[str, Any], length: int) -> NodeLayout:
+def _node_layout(codec: Any, length: int) -> NodeLayout:
     signals: list[Signal] = codec["signals"]
     total_bits = 8 * length
     positions: dict[str, tuple[str, int]] = {}
@@ -168,7 +168,7 @@ def _signal_layout(signal: Signal, integer: str, shift: int) -> SignalLayout:
 def _choice_numbers(signal: Signal) -> dict[int, int]:
     # cantools turns a decoded choice back into a number by name (`choice_to_number`), so two raw
     # values sharing one name select the same node.
-    choices = signal.conversion.choices or {}
+    choices: Mapping[int, Any] = signal.conversion.choices or {}
     numbers: dict[int, int] = {}
     for raw, choice in choices.items():
         try:
