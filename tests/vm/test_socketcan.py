@@ -1,0 +1,302 @@
+"""Real SocketCAN (vcan) behaviour, run inside the QEMU VM by `make test-vcan` (see docs/vm-tests.md).
+
+The VM's init creates vcan0 and vcan1 and runs these tests as root, so they may add, remove and toggle
+interfaces. Outside the VM they fail (never skip): a missing AF_CAN is a broken test environment.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import can
+import pytest
+
+from firmware_agent.decode.catalog import Catalog
+
+pytestmark = pytest.mark.vcan
+
+#: Generous bound for anything that should happen "soon": emulated (TCG) Python is 10-20x slower.
+WAIT_S = 30.0
+#: Not exported by Python's socket module (linux/asm-generic/socket.h); root may exceed rmem_max with it.
+SO_RCVBUFFORCE = 33
+#: struct can_frame: can_id (with EFF/RTR/ERR flags), len, 3 padding bytes, 8 data bytes.
+CAN_FRAME = struct.Struct("=IB3x8s")
+CAN_FILTER = struct.Struct("=II")
+
+Frame = tuple[int, bool, bytes]
+"""(arbitration id, extended id, data): what must survive the trip through the kernel unchanged."""
+
+
+def frame_of(msg: can.Message) -> Frame:
+    return (msg.arbitration_id, msg.is_extended_id, bytes(msg.data))
+
+
+def open_bus(channel: str, **kwargs: Any) -> can.BusABC:
+    return can.Bus(interface="socketcan", channel=channel, **kwargs)
+
+
+def ip_link(*args: str) -> None:
+    """`ip link ...` with iproute2 (busybox ip cannot create vcan links)."""
+    result = subprocess.run(["ip", "link", *args], capture_output=True, text=True, timeout=WAIT_S)
+    if result.returncode != 0:
+        pytest.fail(f"ip link {' '.join(args)}: {result.stderr.strip()}")
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after WAIT_S (a hang guard, not a timing test)."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {WAIT_S:.0f}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def drain(bus: can.BusABC, idle_s: float = 2.0) -> list[can.Message]:
+    """Every message queued on `bus`, until none arrives for `idle_s`."""
+    received = []
+    while (msg := bus.recv(timeout=idle_s)) is not None:
+        received.append(msg)
+    return received
+
+
+@pytest.fixture(scope="module", autouse=True)
+def socketcan_available() -> None:
+    """A raw CAN socket bound to vcan0 must work; anything else fails every test here with the reason."""
+    try:
+        with socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW) as sock:
+            sock.bind(("vcan0",))
+    except OSError as error:
+        pytest.fail(
+            f"no usable SocketCAN vcan0 here ({error}); these tests run inside the VM: make test-vcan",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def scratch_interface() -> Iterator[str]:
+    """A vcan interface of the test's own, so taking it down or deleting it cannot disturb other tests."""
+    name = "vcantest"
+    ip_link("add", name, "type", "vcan")
+    ip_link("set", name, "up")
+    yield name
+    subprocess.run(["ip", "link", "del", name], check=False, capture_output=True, timeout=WAIT_S)
+
+
+def test_frames_cross_vcan_with_kernel_timestamps() -> None:
+    sent = [
+        can.Message(arbitration_id=0x123, data=b"\x01\x02\x03", is_extended_id=False),
+        can.Message(arbitration_id=0x7FF, data=bytes(range(8)), is_extended_id=False),
+        can.Message(arbitration_id=0x18FEF100, data=b"\xaa" * 8, is_extended_id=True),
+        can.Message(arbitration_id=0x000, data=b"", is_extended_id=False),
+    ]
+    with open_bus("vcan0") as receiver, open_bus("vcan0") as sender:
+        for msg in sent:
+            before = time.time()
+            sender.send(msg)
+            after = time.time()
+            # A timestamp taken in user space by recv() would be later than `after`: sleep to make that
+            # unmistakable. The kernel stamps the frame while send() delivers it over vcan.
+            time.sleep(0.2)
+            received = receiver.recv(timeout=WAIT_S)
+            assert received is not None, f"frame {msg.arbitration_id:#x} never arrived"
+            assert frame_of(received) == frame_of(msg)
+            assert received.channel == "vcan0"
+            # 1 µs of slack for float rounding only: both clocks are CLOCK_REALTIME in nanoseconds.
+            assert before - 1e-6 <= received.timestamp <= after + 1e-6, (
+                f"timestamp {received.timestamp:.6f} outside the send() call [{before:.6f}, {after:.6f}]"
+            )
+
+
+def test_can_filters_are_applied_in_the_kernel() -> None:
+    # Standard 0x120-0x12F only; the EFF flag in the mask also rejects the extended 0x120.
+    filters: can.typechecking.CanFilters = [{"can_id": 0x120, "can_mask": 0x7F0, "extended": False}]
+    to_send = [
+        (0x120, False),
+        (0x100, False),
+        (0x125, False),
+        (0x120, True),
+        (0x7FF, False),
+        (0x130, False),
+        (0x12F, False),
+    ]
+    wanted = [(0x120, False), (0x125, False), (0x12F, False)]
+    with (
+        open_bus("vcan0", can_filters=filters) as filtered,
+        open_bus("vcan0", can_filters=filters) as filtered_raw,
+        open_bus("vcan0") as unfiltered,
+        open_bus("vcan0") as sender,
+    ):
+        # The kernel holds the filter: read it back from the socket.
+        installed = filtered_raw.socket.getsockopt(socket.SOL_CAN_RAW, socket.CAN_RAW_FILTER, CAN_FILTER.size)
+        assert CAN_FILTER.unpack(installed) == (0x120, 0x7F0 | socket.CAN_EFF_FLAG)
+
+        for arbitration_id, extended in to_send:
+            sender.send(can.Message(arbitration_id=arbitration_id, is_extended_id=extended, data=b"\x00"))
+
+        assert [(m.arbitration_id, m.is_extended_id) for m in drain(unfiltered)] == to_send
+        assert [(m.arbitration_id, m.is_extended_id) for m in drain(filtered)] == wanted
+        # Below python-can (which would also filter in software if the kernel had refused): the raw
+        # socket itself only ever sees the matching frames.
+        raw_ids = []
+        while select.select([filtered_raw.socket], [], [], 1.0)[0]:
+            can_id, _length, _data = CAN_FRAME.unpack(filtered_raw.socket.recv(CAN_FRAME.size))
+            raw_ids.append((can_id & socket.CAN_EFF_MASK, bool(can_id & socket.CAN_EFF_FLAG)))
+        assert raw_ids == wanted
+
+
+class RecoveringReader(threading.Thread):
+    """Reads one SocketCAN interface until stopped, surviving the interface going down or away.
+
+    When the bus raises (ENETDOWN when the link goes down, ENODEV when it is deleted, a failed bind while
+    it is missing), the reader closes the bus and re-opens it after an exponential backoff, reset by the
+    next frame that arrives. The agent's SocketCAN source is meant to behave the same way.
+    """
+
+    BACKOFF_INITIAL_S = 0.05
+    BACKOFF_MAX_S = 1.0
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(name=f"reader-{channel}", daemon=True)
+        self.channel = channel
+        self.received: list[can.Message] = []
+        self.errors: list[str] = []
+        self.opened = 0
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        backoff = self.BACKOFF_INITIAL_S
+        while not self._stopping.is_set():
+            try:
+                with open_bus(self.channel) as bus:
+                    self.opened += 1
+                    while not self._stopping.is_set():
+                        msg = bus.recv(timeout=0.1)
+                        if msg is not None:
+                            self.received.append(msg)
+                            backoff = self.BACKOFF_INITIAL_S
+            except (can.CanError, OSError) as error:
+                self.errors.append(str(error))
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self.BACKOFF_MAX_S)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=WAIT_S)
+
+
+@pytest.mark.parametrize(
+    ("take_away", "bring_back", "error_text"),
+    [
+        pytest.param([("set", "{}", "down")], [("set", "{}", "up")], "Network is down", id="down-up"),
+        pytest.param(
+            [("del", "{}")],
+            [("add", "{}", "type", "vcan"), ("set", "{}", "up")],
+            "No such device",
+            id="deleted-re-added",
+        ),
+    ],
+)
+def test_reader_recovers_when_the_interface_comes_back(
+    scratch_interface: str,
+    take_away: list[tuple[str, ...]],
+    bring_back: list[tuple[str, ...]],
+    error_text: str,
+) -> None:
+    def run_ip(commands: list[tuple[str, ...]]) -> None:
+        for command in commands:
+            ip_link(*(arg.format(scratch_interface) for arg in command))
+
+    def send_until_received(arbitration_id: int) -> None:
+        # A fresh sender each time: a socket on a link that went down reports ENETDOWN once on its own.
+        with open_bus(scratch_interface) as sender:
+            msg = can.Message(arbitration_id=arbitration_id, data=b"\x01", is_extended_id=False)
+
+            def arrived() -> bool:
+                if any(m.arbitration_id == arbitration_id for m in reader.received):
+                    return True
+                sender.send(msg)
+                return False
+
+            wait_for(arrived, f"frame {arbitration_id:#x} on {scratch_interface}")
+
+    reader = RecoveringReader(scratch_interface)
+    reader.start()
+    try:
+        wait_for(lambda: reader.opened >= 1, "the reader to open its bus")
+        send_until_received(0x101)
+
+        run_ip(take_away)
+        wait_for(lambda: bool(reader.errors), f"the reader to notice {scratch_interface} went away")
+        assert any(error_text in error for error in reader.errors), reader.errors
+
+        run_ip(bring_back)
+        send_until_received(0x202)
+        assert reader.opened >= 2, "the reader never re-opened its bus"
+        assert reader.is_alive()
+    finally:
+        reader.stop()
+
+
+def _read_capture(path: Path) -> dict[str, list[Frame]]:
+    frames: dict[str, list[Frame]] = {}
+    for msg in can.CanutilsLogReader(path):
+        frames.setdefault(str(msg.channel), []).append(frame_of(msg))
+    return frames
+
+
+def _decode_all(catalog: Catalog, channel: str, frames: list[Frame]) -> list[object]:
+    """cantools' decode of every frame; a decode error is a result too (RAV4's 0x411 always raises)."""
+    decoded: list[object] = []
+    for arbitration_id, extended, data in frames:
+        message = catalog.lookup(channel, arbitration_id, extended)
+        if message is None:
+            decoded.append(None)
+            continue
+        try:
+            decoded.append(message.decode(data, decode_choices=True))
+        except Exception as error:
+            decoded.append((type(error).__name__, str(error)))
+    return decoded
+
+
+def test_canplayer_replay_of_the_rav4_capture_decodes_like_the_file(
+    rav4_capture: Path, rav4_dbc_specs: list[str]
+) -> None:
+    expected = _read_capture(rav4_capture)
+    assert sorted(expected) == ["can0", "can1"]
+    interfaces = {"can0": "vcan0", "can1": "vcan1"}
+
+    buses = {log_channel: open_bus(interface) for log_channel, interface in interfaces.items()}
+    try:
+        for bus in buses.values():
+            # vcan drops nothing, but a socket's receive queue does when full: make it hold the whole bus.
+            bus.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 * 1024 * 1024)
+        # -t: ignore the capture's timestamps; -g 0: no gap between frames. Order per bus is kept.
+        assignments = [f"{interface}={log_channel}" for log_channel, interface in interfaces.items()]
+        subprocess.run(
+            ["canplayer", "-I", str(rav4_capture), "-t", "-g", "0", *assignments],
+            check=True,
+            timeout=240,
+        )
+        received = {log_channel: [frame_of(m) for m in drain(bus)] for log_channel, bus in buses.items()}
+    finally:
+        for bus in buses.values():
+            bus.shutdown()
+
+    catalog = Catalog.from_specs(rav4_dbc_specs, warn_stream=None)
+    for log_channel in interfaces:
+        assert len(received[log_channel]) == len(expected[log_channel]), f"frames lost on {log_channel}"
+        assert received[log_channel] == expected[log_channel]
+        decoded = _decode_all(catalog, log_channel, received[log_channel])
+        assert decoded == _decode_all(catalog, log_channel, expected[log_channel])
+        assert sum(isinstance(signals, dict) for signals in decoded) > len(decoded) // 2, (
+            f"most frames on {log_channel} should decode with the RAV4 DBCs"
+        )
