@@ -27,6 +27,11 @@ lint: $(STAMP)
 test-unit: $(STAMP) sysdeps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+## test-vcan: the SocketCAN suite (pytest -m vcan tests/vm) inside a QEMU VM with vcan0/vcan1; exit code is
+## pytest's. Extra pytest arguments: make test-vcan VM_PYTEST_ARGS='-k filters'. See docs/vm-tests.md.
+test-vcan: $(STAMP) sysdeps
+	bash .ci/vm/run.sh tests/vm $(VM_PYTEST_ARGS)
+
 ## test: everything CI runs: lint, the host suite, then the SocketCAN suite inside the QEMU VM
 test: lint test-unit test-vcan
 
