@@ -1,0 +1,155 @@
+"""The decode-to-samples stage: frames in, samples named by VSS path (or `MESSAGE.Signal`) out.
+
+Only what the campaigns want is decoded. The first frame of each (channel, identifier) builds a *plan*:
+the compiled decoder of its message, its E2E guard, and the (signal, sample name) pairs wanted from it. A
+frame whose message nobody wants, or that no database knows, costs one dict lookup and is counted; this is
+where the speed of the live path comes from, together with the kernel filters built by
+`kernel_filters()`.
+
+E2E checks apply to the protected messages the pipeline uses; a frame they drop is not decoded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Collection
+
+import can
+from cantools.database.can import Message
+from cantools.database.namedsignalvalue import NamedSignalValue
+
+from firmware_agent.decode.catalog import Catalog, is_j1939
+from firmware_agent.decode.compiled import DecodeSkip, FrameDecoder
+from firmware_agent.e2e import profile_for
+from firmware_agent.pipeline.e2e_check import E2EChecker, E2EGuard
+from firmware_agent.sources.base import KernelFilter
+from firmware_agent.values import Sample, SignalValue
+from firmware_agent.vss import VssMap
+
+_STANDARD_MASK = 0x7FF
+_EXTENDED_MASK = 0x1FFFFFFF
+_J1939_PDU2_MASK = 0x03FFFF00
+_J1939_PDU1_MASK = 0x03FF0000
+
+
+class _Plan:
+    """What to do with one (channel, identifier): check, decode, and which samples to emit."""
+
+    __slots__ = ("decode", "guard", "outputs")
+
+    def __init__(
+        self,
+        decode: Callable[[bytes | bytearray], dict[str, SignalValue]],
+        guard: E2EGuard | None,
+        outputs: tuple[tuple[str, str, bool], ...],
+    ) -> None:
+        self.decode = decode
+        self.guard = guard
+        self.outputs = outputs  # (signal, sample name, has a value table)
+
+
+class SampleDecoder:
+    """Turns frames into samples for `sink`, decoding only the wanted signals.
+
+    `wanted`: sample names (VSS paths or `MESSAGE.Signal`, either spelling of a mapped signal) or None for
+    every signal. Counters: `frames`, `samples`, `skipped_unknown` (no database knows the frame),
+    `skipped_unwanted` (no campaign wants its message), and the decode skips by reason under `decode_*`.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        vss: VssMap,
+        wanted: Collection[str] | None,
+        checker: E2EChecker,
+        sink: Callable[[Sample], None],
+    ) -> None:
+        self.catalog = catalog
+        self.vss = vss
+        self.wanted = None if wanted is None else frozenset(wanted)
+        self.checker = checker
+        self.sink = sink
+        self.counts: Counter[str] = Counter()
+        self._frame_decoder = FrameDecoder(catalog, decode_choices=True)
+        self._plans: dict[tuple[object, int, bool], _Plan | None] = {}
+
+    def outputs_of(self, message: Message) -> tuple[tuple[str, str, bool], ...]:
+        """The (signal, sample name, has choices) triples wanted from `message`."""
+        outputs = []
+        for signal in message.signals:
+            key = f"{message.name}.{signal.name}"
+            name = self.vss.name_for(message.name, signal.name)
+            if self.wanted is None or name in self.wanted or key in self.wanted:
+                outputs.append((signal.name, name, bool(signal.choices)))
+        return tuple(outputs)
+
+    def _plan_for(self, channel: object, frame_id: int, is_extended: bool) -> _Plan | None:
+        compiled = self._frame_decoder.compiled_for(channel, frame_id, is_extended)
+        plan = None
+        if compiled is not None:
+            outputs = self.outputs_of(compiled.message)
+            if outputs:
+                profile = profile_for(compiled.message)
+                guard = None
+                if profile is not None:
+                    guard = self.checker.guard(str(channel), frame_id, profile)
+                plan = _Plan(compiled.decode, guard, outputs)
+        self._plans[(channel, frame_id, is_extended)] = plan
+        return plan
+
+    def process(self, frames: list[can.Message]) -> None:
+        """Decode a chunk of frames and hand every wanted sample to the sink, in frame order."""
+        plans, sink, counts = self._plans, self.sink, self.counts
+        missing = _MISSING
+        skipped = samples = 0
+        for frame in frames:
+            key = (frame.channel, frame.arbitration_id, frame.is_extended_id)
+            plan = plans.get(key, missing)
+            if plan is missing:
+                plan = self._plan_for(*key)
+            if plan is None or frame.is_error_frame or frame.is_remote_frame:
+                skipped += 1
+                continue
+            timestamp = frame.timestamp
+            guard = plan.guard
+            if guard is not None and not guard.accept(timestamp, frame.data):
+                continue
+            try:
+                values = plan.decode(frame.data)
+            except DecodeSkip as skip:
+                counts[f"decode_{skip.reason.replace(' ', '_')}"] += 1
+                continue
+            for signal, name, has_choices in plan.outputs:
+                value = values.get(signal)
+                if value is None:
+                    continue  # not in this multiplexer branch
+                if has_choices and type(value) is NamedSignalValue:
+                    value = str(value.name)
+                sink(Sample(timestamp, name, value))
+                samples += 1
+        counts["frames"] += len(frames)
+        counts["skipped"] += skipped
+        counts["samples"] += samples
+
+    def reset_bus(self, bus: str) -> None:
+        """After a bus gap: restart the E2E counter checks of that channel."""
+        self.checker.reset_bus(bus)
+
+    def kernel_filters(self, channel: str) -> list[KernelFilter]:
+        """SocketCAN filters passing exactly the frames whose messages are wanted on `channel`."""
+        filters: list[KernelFilter] = []
+        for message in self.catalog.messages(channel):
+            if not self.outputs_of(message):
+                continue
+            if is_j1939(message):
+                pdu_format = (message.frame_id >> 16) & 0xFF
+                mask = _J1939_PDU1_MASK if pdu_format < 240 else _J1939_PDU2_MASK
+                filters.append({"can_id": message.frame_id & mask, "can_mask": mask, "extended": True})
+            elif message.is_extended_frame:
+                filters.append({"can_id": message.frame_id, "can_mask": _EXTENDED_MASK, "extended": True})
+            else:
+                filters.append({"can_id": message.frame_id, "can_mask": _STANDARD_MASK, "extended": False})
+        return filters
+
+
+_MISSING = _Plan.__new__(_Plan)

@@ -1,0 +1,300 @@
+"""The agent's configuration: a TOML file, overridden by command-line flags.
+
+Every key is documented in `docs/configuration.md`. Relative paths in the file are relative to the file's
+folder; paths given as flags are relative to the working directory. A problem is reported as one line
+naming the file, the key and what is wrong (`UserError`, exit status 2).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from firmware_agent.errors import UserError
+from firmware_agent.pipeline.e2e_check import E2ESettings
+from firmware_agent.sources.reader import ReaderSettings
+from firmware_agent.sources.spec import SourceSpec
+from firmware_agent.telemetry.topics import VEHICLE_ID_PATTERN
+from firmware_agent.vehicle import default_dbc_dir, default_dbc_specs
+
+#: Where state lives when neither the file nor `--state-dir` says (systemd's `StateDirectory=` wins).
+DEFAULT_STATE_DIR = Path("/var/lib/firmware-agent")
+#: The signing key's file name inside the state directory when `signing_key` is not set.
+DEFAULT_SIGNING_KEY_NAME = "signing-key.pem"
+_COMMAND_LINE = "command line"
+
+
+class ConfigError(UserError):
+    """A configuration value the agent cannot use."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """`[broker]`: where to publish and how to authenticate."""
+
+    url: str
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive: int = 30
+    max_inflight: int = 20
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything `firmware-agent run` needs, resolved and validated."""
+
+    vehicle_id: str
+    sources: tuple[SourceSpec, ...]
+    broker: BrokerSettings
+    signing_key: Path
+    state_dir: Path
+    dbc: tuple[str, ...] = field(default_factory=lambda: tuple(default_dbc_specs()))
+    vss: Path = field(default_factory=lambda: default_dbc_dir() / "vss.toml")
+    collect: str = "all"
+    outbox_max_bytes: int = 64 * 1024 * 1024
+    e2e: E2ESettings = field(default_factory=E2ESettings)
+    reader: ReaderSettings = field(default_factory=ReaderSettings)
+    stats_interval: float = 60.0
+    heartbeat_interval: float = 1.0
+    shutdown_timeout: float = 10.0
+    exit_at_end: bool = False
+    origin: str = _COMMAND_LINE
+
+    @property
+    def outbox_path(self) -> Path:
+        """The SQLite outbox inside the state directory."""
+        return self.state_dir / "outbox.sqlite3"
+
+    @property
+    def health_path(self) -> Path:
+        """The health summary the agent rewrites on every heartbeat."""
+        return self.state_dir / "health.json"
+
+
+@dataclass
+class Overrides:
+    """Flags of `firmware-agent run`; None (or empty) means 'use the file or the default'."""
+
+    sources: list[str] = field(default_factory=list)
+    dbc: list[str] = field(default_factory=list)
+    collect: str | None = None
+    broker: str | None = None
+    vehicle_id: str | None = None
+    signing_key: str | None = None
+    state_dir: str | None = None
+    exit_at_end: bool = False
+
+
+_TOP_KEYS = {
+    "vehicle_id",
+    "sources",
+    "dbc",
+    "vss",
+    "collect",
+    "signing_key",
+    "state_dir",
+    "broker",
+    "outbox",
+    "e2e",
+    "pipeline",
+}
+_SECTION_KEYS = {
+    "broker": {"url", "ca_file", "cert_file", "key_file", "keepalive", "max_inflight"},
+    "outbox": {"max_bytes"},
+    "e2e": {"burst_count", "burst_seconds", "max_jump"},
+    "pipeline": {
+        "queue_frames",
+        "chunk_frames",
+        "backoff_initial",
+        "backoff_max",
+        "stats_interval",
+        "heartbeat_interval",
+        "shutdown_timeout",
+    },
+}
+
+
+class _Reader:
+    """Typed access to the file's values, each failure naming the file and the key."""
+
+    def __init__(self, origin: str, document: Mapping[str, Any], base: Path) -> None:
+        self.origin = origin
+        self.document = document
+        self.base = base
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.origin}: {key}: {problem}")
+
+    def get(self, key: str) -> Any:
+        node: Any = self.document
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def text(self, key: str) -> str | None:
+        value = self.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise self.fail(key, "expected a non-empty string")
+        return value
+
+    def path(self, key: str) -> Path | None:
+        value = self.text(key)
+        return None if value is None else self.base / Path(value).expanduser()
+
+    def texts(self, key: str) -> list[str]:
+        value = self.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, "expected a list of strings")
+        return list(value)
+
+    def number(self, key: str, default: float, minimum: float = 0.0, integer: bool = False) -> Any:
+        value = self.get(key)
+        if value is None:
+            return default
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+            kind = "an integer" if integer else "a number"
+            raise self.fail(key, f"expected {kind} >= {minimum:g}, got {value!r}")
+        return value
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such configuration file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from exc
+
+
+def _check_keys(reader: _Reader) -> None:
+    for key, value in reader.document.items():
+        if key not in _TOP_KEYS:
+            raise reader.fail(key, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
+        allowed = _SECTION_KEYS.get(key)
+        if allowed is not None:
+            if not isinstance(value, Mapping):
+                raise reader.fail(key, "expected a table")
+            for sub in value:
+                if sub not in allowed:
+                    raise reader.fail(f"{key}.{sub}", f"unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def _flag_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value).expanduser()
+
+
+def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
+    """Read `path` (if any), apply `overrides`, fill defaults and validate; `ConfigError` on a problem."""
+    document = _read_file(path) if path is not None else {}
+    origin = str(path) if path is not None else _COMMAND_LINE
+    base = path.parent if path is not None else Path.cwd()
+    file = _Reader(origin, document, base)
+    _check_keys(file)
+    flags = _Reader(_COMMAND_LINE, {}, Path.cwd())
+
+    vehicle_id = overrides.vehicle_id or file.text("vehicle_id")
+    vehicle_key = "--vehicle-id" if overrides.vehicle_id else "vehicle_id"
+    where = flags if overrides.vehicle_id else file
+    if not vehicle_id:
+        raise where.fail(vehicle_key, "missing: every vehicle needs an id (--vehicle-id or vehicle_id)")
+    if not VEHICLE_ID_PATTERN.fullmatch(vehicle_id):
+        raise where.fail(
+            vehicle_key,
+            f"{vehicle_id!r} not allowed: 1-64 letters, digits, '-', '_', '.' (no '/', '+', '#', spaces)",
+        )
+
+    source_texts = overrides.sources or file.texts("sources")
+    if not source_texts:
+        raise file.fail("sources", "no source: give --source SPEC or sources = [...] in the configuration")
+    sources = []
+    for text in source_texts:
+        try:
+            sources.append(SourceSpec.parse(text))
+        except UserError as exc:
+            raise (flags if overrides.sources else file).fail("sources", str(exc)) from exc
+
+    dbc = overrides.dbc or [_relative_dbc(spec, base) for spec in file.texts("dbc")] or default_dbc_specs()
+    collect = overrides.collect or file.text("collect") or "all"
+    if collect != "all" and not overrides.collect:
+        collect = str(base / collect)
+
+    broker_url = overrides.broker or file.text("broker.url")
+    if not broker_url:
+        raise file.fail("broker.url", "missing: give --broker URL or [broker] url = ...")
+    broker = BrokerSettings(
+        url=broker_url,
+        ca_file=file.path("broker.ca_file"),
+        cert_file=file.path("broker.cert_file"),
+        key_file=file.path("broker.key_file"),
+        keepalive=file.number("broker.keepalive", 30, 5, integer=True),
+        max_inflight=file.number("broker.max_inflight", 20, 1, integer=True),
+    )
+
+    state_dir = (
+        _flag_path(overrides.state_dir)
+        or file.path("state_dir")
+        or (Path(os.environ["STATE_DIRECTORY"]) if os.environ.get("STATE_DIRECTORY") else DEFAULT_STATE_DIR)
+    )
+    signing_key = (
+        _flag_path(overrides.signing_key) or file.path("signing_key") or state_dir / DEFAULT_SIGNING_KEY_NAME
+    )
+    try:
+        e2e = E2ESettings(
+            burst_count=file.number("e2e.burst_count", 5, 1, integer=True),
+            burst_seconds=file.number("e2e.burst_seconds", 1.0, 0.001),
+            max_jump=file.number("e2e.max_jump", 3, 1, integer=True),
+        )
+    except ValueError as exc:
+        raise file.fail("e2e", str(exc)) from exc
+    chunk_frames = file.number("pipeline.chunk_frames", 256, 1, integer=True)
+    reader = ReaderSettings(
+        max_frames=file.number("pipeline.queue_frames", 65536, chunk_frames, integer=True),
+        chunk_frames=chunk_frames,
+        backoff_initial=file.number("pipeline.backoff_initial", 0.1, 0.001),
+        backoff_max=file.number("pipeline.backoff_max", 5.0, 0.001),
+    )
+    return AgentConfig(
+        vehicle_id=vehicle_id,
+        sources=tuple(sources),
+        broker=broker,
+        signing_key=signing_key,
+        state_dir=state_dir,
+        dbc=tuple(dbc),
+        vss=file.path("vss") or default_dbc_dir() / "vss.toml",
+        collect=collect,
+        outbox_max_bytes=file.number("outbox.max_bytes", 64 * 1024 * 1024, 64 * 1024, integer=True),
+        e2e=e2e,
+        reader=reader,
+        stats_interval=file.number("pipeline.stats_interval", 60.0, 0.0),
+        heartbeat_interval=file.number("pipeline.heartbeat_interval", 1.0, 0.01),
+        shutdown_timeout=file.number("pipeline.shutdown_timeout", 10.0, 0.0),
+        exit_at_end=overrides.exit_at_end,
+        origin=origin,
+    )
+
+
+def _relative_dbc(spec: str, base: Path) -> str:
+    """A `[CHANNEL=]FILE` spec from the file, with FILE made relative to the file's folder."""
+    channel, equals, path = spec.partition("=")
+    if equals and not (base / spec).exists():
+        return f"{channel}={base / Path(path).expanduser()}"
+    return str(base / Path(spec).expanduser())

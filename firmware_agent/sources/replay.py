@@ -1,0 +1,82 @@
+"""`replay:PATH[?speed=X&loop=N]`: a recorded capture played back into the pipeline.
+
+As fast as possible by default; `speed=X` paces frames at X times real time (1 = as recorded). `loop=N`
+plays the capture N times, each pass shifted by the capture's duration so time keeps moving forward.
+Frames keep the channel names the capture gives them (`can0`, `1`, ...) unless the spec names a bus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import can
+
+from firmware_agent.errors import UserError
+from firmware_agent.sources.base import EndOfSource, Source
+from firmware_agent.sources.spec import SourceSpec
+
+
+class ReplaySource(Source):
+    """Reads any format python-can's `LogReader` knows (candump -L, ASC, BLF, TRC, CSV, MF4)."""
+
+    OPTIONS = ("speed", "loop")
+    live = False
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        self.path = Path(spec.arg)
+        if not self.path.is_file():
+            raise UserError(f"source {spec.text!r}: {self.path}: no such file")
+        self.speed: float | None = spec.number("speed", 0.0) if "speed" in spec.options else None
+        self.loops = int(spec.number("loop", 1))
+        self._frames: Iterator[can.Message] | None = None
+
+    @property
+    def name(self) -> str:
+        """The bus name, else the capture's file name."""
+        return self.spec.bus or self.path.name
+
+    def open(self) -> None:
+        """Start reading the capture from its beginning."""
+        self._frames = self._play()
+
+    def _play(self) -> Iterator[can.Message]:
+        shift = 0.0
+        first: float | None = None
+        started = time.monotonic()
+        for _ in range(self.loops):
+            last = first if first is not None else 0.0
+            for frame in can.LogReader(str(self.path)):
+                if first is None:
+                    first = last = frame.timestamp
+                last = max(last, frame.timestamp)
+                frame.timestamp += shift
+                if self.spec.bus is not None:
+                    frame.channel = self.spec.bus
+                if self.speed is not None:
+                    due = started + (frame.timestamp - first) / self.speed
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                yield frame
+            if first is None:
+                return
+            # The next pass starts one typical frame gap after this one ended.
+            shift += last - first + 1e-3
+
+    def read(self, timeout: float) -> can.Message | None:
+        """The next frame of the capture; `EndOfSource` after the last pass."""
+        if self._frames is None:
+            raise EndOfSource
+        try:
+            return next(self._frames)
+        except StopIteration:
+            raise EndOfSource from None
+        except (ValueError, OSError) as exc:
+            raise UserError(f"source {self.spec.text!r}: cannot read {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Forget the reader."""
+        self._frames = None

@@ -1,0 +1,83 @@
+"""`sim:driver=NAME,scenario=NAME,seed=N,duration=SECONDS`: the vehicle simulator, in-process.
+
+Frames come straight from `sim.Simulation(...).frames()`, on the vehicle's four buses (`body`,
+`powertrain`, `chassis`, `infotainment`), stamped with simulated time starting now. As fast as possible by
+default; `speed=X` paces them at X times real time. Not live: the reader waits rather than drop frames.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import can
+
+from firmware_agent.errors import UserError
+from firmware_agent.sources.base import EndOfSource, Source
+from firmware_agent.sources.spec import SourceSpec
+
+
+class SimSource(Source):
+    """The simulator as a source; `duration` (seconds, default 60) makes it finite."""
+
+    OPTIONS = ("driver", "scenario", "seed", "duration", "speed")
+    live = False
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        self.duration = spec.number("duration", 60.0)
+        self.speed: float | None = spec.number("speed", 1.0) if "speed" in spec.options else None
+        seed = spec.option("seed", "0") or "0"
+        if not seed.isdigit():
+            raise UserError(f"source {spec.text!r}: option seed={seed!r} must be a non-negative integer")
+        self.options: dict[str, Any] = {"seed": int(seed), "duration": self.duration}
+        for key in ("driver", "scenario"):
+            value = spec.option(key)
+            if value:
+                self.options[key] = value
+        self._frames: Iterator[can.Message] | None = None
+
+    @property
+    def name(self) -> str:
+        """The bus name, else `sim`."""
+        return self.spec.bus or "sim"
+
+    def open(self) -> None:
+        """Build the simulation (persona, scenario and seed are checked here)."""
+        try:
+            from sim import Simulation  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise UserError(f"source {self.spec.text!r}: the simulator package is not available") from exc
+        try:
+            simulation = Simulation(start_time=time.time(), **self.options)
+        except (KeyError, ValueError, LookupError) as exc:
+            raise UserError(f"source {self.spec.text!r}: {exc}") from exc
+        self._frames = self._paced(simulation.frames())
+
+    def _paced(self, frames: Iterator[can.Message]) -> Iterator[can.Message]:
+        started = time.monotonic()
+        first: float | None = None
+        for frame in frames:
+            if self.spec.bus is not None:
+                frame.channel = self.spec.bus
+            if self.speed is not None:
+                if first is None:
+                    first = frame.timestamp
+                delay = started + (frame.timestamp - first) / self.speed - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            yield frame
+
+    def read(self, timeout: float) -> can.Message | None:
+        """The next simulated frame; `EndOfSource` once `duration` is reached."""
+        if self._frames is None:
+            raise EndOfSource
+        try:
+            return next(self._frames)
+        except StopIteration:
+            raise EndOfSource from None
+
+    def close(self) -> None:
+        """Drop the simulation."""
+        self._frames = None
