@@ -1,1 +1,38 @@
-"""Collection campaigns: which signals, when (periodic, on change, on a condition) and bounded buffers."""
+"""Collection campaigns: which signals, when (periodic, on change, on a condition) and bounded buffers.
+
+Public API: `load_campaigns` / `loads_campaigns` / `parse_campaigns` / `campaigns_for_option` (campaign
+definitions), `SignalNames` (name validation and VSS aliases), `parse_condition` / `Evaluator` (the
+condition language) and `Collector` (samples in, batches out). See `docs/campaigns.md`.
+"""
+
+from firmware_agent.collect.campaign import (
+    Campaign,
+    CampaignError,
+    builtin_all,
+    campaigns_for_option,
+    load_campaigns,
+    loads_campaigns,
+    needed_signals,
+    parse_campaigns,
+)
+from firmware_agent.collect.collector import Collector
+from firmware_agent.collect.conditions import ConditionError, Evaluator, Expression, parse_condition
+from firmware_agent.collect.names import SignalNames, UnknownSignal
+
+__all__ = [
+    "Campaign",
+    "CampaignError",
+    "Collector",
+    "ConditionError",
+    "Evaluator",
+    "Expression",
+    "SignalNames",
+    "UnknownSignal",
+    "builtin_all",
+    "campaigns_for_option",
+    "load_campaigns",
+    "loads_campaigns",
+    "needed_signals",
+    "parse_campaigns",
+    "parse_condition",
+]
