@@ -1,0 +1,371 @@
+"""candump `-L` logs (`(1533226487.000018) can0 2E4#BE000000A9`), parsed a block at a time with numpy.
+
+This is the hot path of `firmware-agent decode`, so the common line shape (six-digit fraction, one space
+between fields, classic or CAN FD data) is parsed for a whole block at once by locating the separators
+with numpy. Anything else (remote frames, other timestamp precisions, odd spacing) goes through
+`parse_line`, a per-line parser that accepts what python-can's `CanutilsLogReader` accepts and also CAN FD
+flag nibbles written as hex letters (`123##F11`), which python-can 4.6.1 parses base 10 and rejects.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
+from firmware_agent.decode.readers.text import DEFAULT_BLOCK_BYTES, LineBlocks
+from firmware_agent.errors import UserError
+
+_CAN_ERR_FLAG = 0x20000000
+_CAN_ERR_BUSERROR = 0x80
+
+_HEX = np.full(256, 255, np.uint8)
+for _value, _char in enumerate(b"0123456789abcdef"):
+    _HEX[_char] = _value
+for _value, _char in enumerate(b"ABCDEF"):
+    _HEX[_char] = 10 + _value
+_DIGIT = np.full(256, 255, np.uint8)
+_DIGIT[48:58] = np.arange(10, dtype=np.uint8)
+
+
+class Frame(NamedTuple):
+    """One frame parsed from a single line."""
+
+    timestamp: float
+    channel: str
+    arbitration_id: int
+    is_extended: bool
+    is_fd: bool
+    is_remote: bool
+    is_error: bool
+    data: bytes
+
+
+def parse_line(line: bytes) -> Frame | None:
+    """Parse one candump `-L` line; None for a blank line, ValueError when it is malformed."""
+    parts = line.split()
+    if not parts:
+        return None
+    if len(parts) == 4 and parts[3].lower() in (b"r", b"t"):
+        parts = parts[:3]
+    if len(parts) != 3:
+        raise ValueError("expected '(TIMESTAMP) CHANNEL ID#DATA'")
+    stamp, channel, frame = parts
+    if not (stamp.startswith(b"(") and stamp.endswith(b")")):
+        raise ValueError("timestamp is not in parentheses")
+    timestamp = float(stamp[1:-1])
+    id_text, separator, payload = frame.partition(b"#")
+    if not separator or not id_text or len(id_text) > 8:
+        raise ValueError("expected ID#DATA")
+    arbitration_id = int(id_text, 16)
+    is_fd = payload.startswith(b"#")
+    if is_fd:
+        int(payload[1:2] or b"x", 16)  # the flags nibble, 0-F
+        payload = payload[2:]
+    is_remote = payload[:1] in (b"R", b"r")
+    if is_remote:
+        if len(payload) > 1:
+            int(payload[1:])
+        data = b""
+    else:
+        if len(payload) % 2:
+            raise ValueError("odd number of hex digits")
+        data = bytes.fromhex(payload.decode("ascii"))
+    is_error = bool(arbitration_id & _CAN_ERR_FLAG and arbitration_id & _CAN_ERR_BUSERROR)
+    return Frame(
+        timestamp=timestamp,
+        channel=channel.decode("utf-8", "replace"),
+        arbitration_id=arbitration_id & 0x1FFFFFFF,
+        is_extended=len(id_text) > 3,
+        is_fd=is_fd,
+        is_remote=is_remote,
+        is_error=is_error,
+        data=data,
+    )
+
+
+class CandumpLogReader:
+    """Batches of frames from a candump `-L` log; malformed lines are counted (or fatal with `strict`)."""
+
+    format_name = "candump -L"
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        name: str,
+        stats: ReadStats,
+        strict: bool = False,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        head: bytes = b"",
+    ) -> None:
+        self.name = name
+        self.stats = stats
+        self.strict = strict
+        self._blocks = LineBlocks(stream, block_bytes, head)
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed so far (for progress)."""
+        return self._blocks.bytes_read
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        for block, first_line in self._blocks:
+            batch = self.parse_block(block, first_line)
+            if len(batch):
+                yield batch
+
+    def parse_block(self, block: bytes, first_line: int) -> FrameBatch:
+        """Parse a block of whole lines (ending with a newline) whose first line is `first_line`."""
+        buf = np.frombuffer(block, np.uint8)
+        newlines = np.flatnonzero(buf == 10)
+        starts = np.concatenate(([0], newlines[:-1] + 1))
+        ends = newlines - ((buf[np.maximum(newlines - 1, 0)] == 13) & (newlines > starts))
+        fast = _parse_fast(block, starts, ends)
+        rows = len(starts)
+        ok = fast.ok
+        slow_rows = np.flatnonzero(~ok & (ends > starts))
+        keep = ok.copy()
+        channel_names = list(fast.channels)
+        slow: list[tuple[int, Frame]] = []
+        for row in slow_rows.tolist():
+            text = block[starts[row] : ends[row]]
+            try:
+                frame = parse_line(text)
+            except ValueError:
+                line_number = first_line + row
+                if self.strict:
+                    shown = text.decode("utf-8", "replace")[:80]
+                    raise UserError(f"{self.name}:{line_number}: malformed candump line: {shown!r}") from None
+                self.stats.add_malformed(line_number)
+                continue
+            if frame is not None:
+                slow.append((row, frame))
+                keep[row] = True
+        width = max([fast.data.shape[1], *(len(f.data) for _, f in slow)])
+        data = fast.data
+        if width > data.shape[1]:
+            data = np.zeros((rows, width), np.uint8)
+            data[:, : fast.data.shape[1]] = fast.data
+        channel = fast.channel
+        for row, frame in slow:
+            if frame.channel not in channel_names:
+                channel_names.append(frame.channel)
+            channel[row] = channel_names.index(frame.channel)
+            fast.timestamp[row] = frame.timestamp
+            fast.arbitration_id[row] = frame.arbitration_id
+            fast.is_extended[row] = frame.is_extended
+            fast.is_fd[row] = frame.is_fd
+            fast.is_remote[row] = frame.is_remote
+            fast.is_error[row] = frame.is_error
+            fast.length[row] = len(frame.data)
+            data[row, : len(frame.data)] = np.frombuffer(frame.data, np.uint8)
+            data[row, len(frame.data) :] = 0
+        return FrameBatch(
+            timestamp=fast.timestamp[keep],
+            channel=channel[keep],
+            channels=channel_names,
+            arbitration_id=fast.arbitration_id[keep],
+            is_extended=fast.is_extended[keep],
+            is_fd=fast.is_fd[keep],
+            is_remote=fast.is_remote[keep],
+            is_error=fast.is_error[keep],
+            length=fast.length[keep],
+            data=data[keep],
+        )
+
+
+class _FastParse(NamedTuple):
+    ok: np.ndarray
+    timestamp: np.ndarray
+    channel: np.ndarray
+    channels: list[str]
+    arbitration_id: np.ndarray
+    is_extended: np.ndarray
+    is_fd: np.ndarray
+    is_remote: np.ndarray
+    is_error: np.ndarray
+    length: np.ndarray
+    data: np.ndarray
+
+
+#: Window columns when a line's window is aligned so that its ')' sits at `_CLOSE`.
+_CLOSE = 18
+_CHANNEL = _CLOSE + 2
+_WINDOW = 64
+#: Columns of the 16 digits of '(SSSSSSSSSS.UUUUUU)' in that window.
+_STAMP_COLUMNS = np.r_[1:11, 12:18]
+#: Window columns when aligned so that '#' after the identifier sits at `_HASH`.
+_HASH = 8
+_PAD = 2 * _WINDOW
+_RT = np.frombuffer(b"RrTt", np.uint8)
+_ZERO = np.uint8(48)
+
+
+def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastParse:
+    """Parse every line of the usual shape at once; `ok` marks the rows it could parse.
+
+    Each line gets a 64-byte window aligned on its ')' and one aligned on its '#', so every field sits
+    at fixed columns; decimal digits are combined eight at a time inside 64-bit words, hex goes through
+    `binascii.unhexlify`.
+    """
+    count = len(starts)
+    buf = np.frombuffer(block + bytes(_PAD), np.uint8)
+    windows = sliding_window_view(buf, _WINDOW)
+
+    # Align each line's window on its ')': candump writes ten integer digits, python-can fewer.
+    close = starts + _CLOSE
+    elsewhere = np.flatnonzero(buf[close] != ord(")"))
+    if len(elsewhere):
+        closings = np.flatnonzero(buf == ord(")"))
+        close[elsewhere] = np.append(closings, len(buf) - _WINDOW)[
+            np.searchsorted(closings, starts[elsewhere])
+        ]
+    close_offset = close - starts
+    ok = (buf[starts] == ord("(")) & (close_offset >= 9) & (close_offset <= _CLOSE) & (close < ends)
+    line = windows[np.maximum(close - _CLOSE, 0)]
+
+    # (SECONDS.MICROS): the exact count of microseconds (below 2**53) divided by 1e6 is one correctly
+    # rounded division, so it is the same double as float(text).
+    digits = line[:, _STAMP_COLUMNS]
+    short = np.flatnonzero(close_offset < _CLOSE)
+    if len(short):
+        hidden = np.arange(10) < (_CLOSE + 1 - close_offset[short])[:, None]
+        digits[short, :10] = np.where(hidden, _ZERO, digits[short, :10])
+    ok &= (line[:, 11] == ord(".")) & ~_any_per_row((digits - _ZERO) > 9)
+    words = _decimal8(digits)
+    micros = words[:, 0] * np.uint64(100_000_000) + words[:, 1]
+    ok &= micros < np.uint64(1 << 53)
+    timestamp = micros.astype(np.float64) / 1e6
+
+    # ' CHANNEL ID#'
+    ok &= line[:, _CLOSE + 1] == 32
+    after = line[:, _CHANNEL : _CHANNEL + 32]
+    channel_length = _first_per_row(after[:, :16] == 32)  # names up to 15 characters here
+    hash_offset = _first_per_row(after == ord("#"))
+    id_length = hash_offset - channel_length - 1
+    ok &= (channel_length >= 1) & (id_length >= 1) & (id_length <= 8)
+    hash_at = close + 2 + hash_offset
+
+    # 'ID#DATA' or 'ID##FDATA', optionally followed by ' R' or ' T'
+    frame = windows[np.where(ok, hash_at - _HASH, 0)]
+    id_text = np.where(np.arange(_HASH) >= (_HASH - id_length)[:, None], frame[:, :_HASH], _ZERO)
+    raw_id, id_ok = _unhex(id_text)
+    ok &= id_ok
+    raw_id = raw_id.view(">u4").ravel().astype(np.uint32)
+    is_fd = frame[:, _HASH + 1] == ord("#")
+    ok &= ~is_fd | (_HEX[frame[:, _HASH + 2]] < 16)
+    data_start = hash_at + np.where(is_fd, 3, 1)
+    trailer = (buf[np.maximum(ends - 2, 0)] == 32) & np.isin(buf[np.maximum(ends - 1, 0)], _RT)
+    characters = ends - np.where(trailer, 2, 0) - data_start
+    ok &= (characters >= 0) & (characters % 2 == 0) & (characters <= 128)
+    first = buf[data_start]
+    ok &= ~(((first == ord("R")) | (first == ord("r"))) & (characters > 0))  # remote frames: slow path
+    length = np.where(ok, characters // 2, 0).astype(np.int16)
+
+    # payload: up to 8 bytes from the aligned window, longer CAN FD payloads gathered on their own
+    hex_text = np.where(is_fd[:, None], frame[:, _HASH + 3 : _HASH + 19], frame[:, _HASH + 1 : _HASH + 17])
+    hex_text = np.where(np.arange(16) < 2 * np.minimum(length, 8)[:, None], hex_text, _ZERO)
+    data, data_ok = _unhex(hex_text)
+    ok &= data_ok
+    long_rows = np.flatnonzero(ok & (length > 8))
+    if len(long_rows):
+        data = _long_payloads(buf, data, long_rows, data_start[long_rows], length, ok)
+
+    length[~ok] = 0
+    names, channel = _channel_codes(after[:, :16], channel_length, ok)
+    return _FastParse(
+        ok=ok,
+        timestamp=timestamp,
+        channel=channel,
+        channels=names,
+        arbitration_id=raw_id & 0x1FFFFFFF,
+        is_extended=id_length > 3,
+        is_fd=is_fd,
+        is_remote=np.zeros(count, bool),
+        is_error=((raw_id & _CAN_ERR_FLAG) != 0) & ((raw_id & _CAN_ERR_BUSERROR) != 0),
+        length=length,
+        data=data,
+    )
+
+
+def _any_per_row(flags: np.ndarray) -> np.ndarray:
+    """Row-wise any() of a C-contiguous bool matrix whose width is a multiple of 8, 8 flags per word."""
+    words = np.ascontiguousarray(flags).view(np.uint64)
+    return np.bitwise_or.reduce(words, axis=1) != 0 if words.shape[1] > 1 else words[:, 0] != 0
+
+
+def _first_per_row(flags: np.ndarray) -> np.ndarray:
+    """Column of the first True per row of a bool matrix (width a multiple of 8); -1 when none."""
+    words = np.ascontiguousarray(flags).view(np.uint64)
+    result = np.full(len(words), -1, np.int64)
+    found = np.zeros(len(words), bool)
+    for column in range(words.shape[1]):
+        word = words[:, column]
+        lowest = word & (~word + np.uint64(1))  # isolate the lowest set byte's bit
+        here = (lowest != 0) & ~found
+        byte = np.log2(np.where(here, lowest, 1).astype(np.float64)).astype(np.int64) // 8
+        result = np.where(here, 8 * column + byte, result)
+        found |= here
+    return result
+
+
+def _decimal8(digits: np.ndarray) -> np.ndarray:
+    """ASCII decimal digits, eight per 64-bit word (first digit most significant), as numbers."""
+    words = np.ascontiguousarray(digits).view("<u8") - np.uint64(0x3030303030303030)
+    words = (words * np.uint64(10) + (words >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
+    words = (words * np.uint64(100) + (words >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
+    return (words * np.uint64(10000) + (words >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+
+
+def _unhex(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hex text rows (even width) to byte rows, and which rows were valid hex."""
+    rows, width = text.shape
+    try:
+        raw = binascii.unhexlify(np.ascontiguousarray(text).tobytes())
+        return np.frombuffer(raw, np.uint8).reshape(rows, width // 2).copy(), np.ones(rows, bool)
+    except (binascii.Error, ValueError):
+        nibbles = _HEX[text]
+        valid = ~_any_per_row(nibbles > 15) if width % 8 == 0 else np.all(nibbles < 16, axis=1)
+        nibbles = np.where(valid[:, None], nibbles, 0)
+        return ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).astype(np.uint8), valid
+
+
+def _long_payloads(
+    buf: np.ndarray,
+    data: np.ndarray,
+    rows: np.ndarray,
+    starts: np.ndarray,
+    length: np.ndarray,
+    ok: np.ndarray,
+) -> np.ndarray:
+    """Widen `data` and fill the CAN FD payloads longer than 8 bytes (marking bad hex as not ok)."""
+    counts = length[rows].astype(np.int64)
+    wide = np.zeros((len(data), int(counts.max())), np.uint8)
+    wide[:, :8] = data
+    row_of = np.repeat(rows, counts)
+    column = np.arange(len(row_of)) - np.repeat(np.cumsum(counts) - counts, counts)
+    position = np.repeat(starts, counts) + 2 * column
+    high, low = _HEX[buf[position]], _HEX[buf[position + 1]]
+    ok[row_of[(high | low) >= 16]] = False
+    wide[row_of, column] = (high << 4) | low
+    return wide
+
+
+def _channel_codes(text: np.ndarray, length: np.ndarray, ok: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Number the distinct channel names (few per capture) without sorting every row."""
+    masked = np.where(np.arange(16) < length[:, None], text, np.uint8(0))
+    words = masked.view("<u8")  # two 64-bit words per name
+    codes = np.zeros(len(text), np.int32)
+    pending = ok.copy()
+    names: list[str] = []
+    while pending.any():
+        row = int(np.argmax(pending))
+        same = pending & (words[:, 0] == words[row, 0]) & (words[:, 1] == words[row, 1])
+        codes[same] = len(names)
+        names.append(bytes(masked[row, : length[row]]).decode("utf-8", "replace"))
+        pending &= ~same
+    return names, codes

@@ -1,0 +1,106 @@
+"""Frames in bulk: what every capture reader yields, a chunk at a time, as numpy columns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import can
+import numpy as np
+
+#: How many malformed line numbers a reader remembers for the report.
+MALFORMED_EXAMPLES = 5
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive frames of a capture, one numpy column per field, in capture order.
+
+    `channel` holds indices into `channels` (the names as the reader gives them: `can0`, `0`, ...).
+    `data` is a zero-padded byte matrix; row i holds `length[i]` payload bytes.
+    """
+
+    timestamp: np.ndarray  # float64 seconds
+    channel: np.ndarray  # int32 index into `channels`
+    channels: list[str]
+    arbitration_id: np.ndarray  # uint32
+    is_extended: np.ndarray  # bool
+    is_fd: np.ndarray  # bool
+    is_remote: np.ndarray  # bool
+    is_error: np.ndarray  # bool
+    length: np.ndarray  # int16 number of payload bytes
+    data: np.ndarray  # uint8 (rows x width)
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    def message(self, row: int) -> can.Message:
+        """Row `row` as a python-can message (for tests and the per-frame path)."""
+        return can.Message(
+            timestamp=float(self.timestamp[row]),
+            channel=self.channels[self.channel[row]],
+            arbitration_id=int(self.arbitration_id[row]),
+            is_extended_id=bool(self.is_extended[row]),
+            is_fd=bool(self.is_fd[row]),
+            is_remote_frame=bool(self.is_remote[row]),
+            is_error_frame=bool(self.is_error[row]),
+            data=bytes(self.data[row, : self.length[row]]),
+            check=False,
+        )
+
+
+@dataclass
+class ReadStats:
+    """What a reader skipped: malformed lines (count and the first few line numbers)."""
+
+    malformed: int = 0
+    malformed_lines: list[int] = field(default_factory=list)
+
+    def add_malformed(self, line_number: int) -> None:
+        """Count one malformed line, remembering its number if it is among the first few."""
+        self.malformed += 1
+        if len(self.malformed_lines) < MALFORMED_EXAMPLES:
+            self.malformed_lines.append(line_number)
+
+
+def channel_name(channel: object) -> str:
+    """A reader's channel (int, str or None) as the name `--dbc CHANNEL=FILE` binds to."""
+    return "" if channel is None else str(channel)
+
+
+def batch_from_messages(messages: Sequence[can.Message]) -> FrameBatch:
+    """Pack python-can messages into a `FrameBatch`."""
+    count = len(messages)
+    names: dict[str, int] = {}
+    channel = np.empty(count, np.int32)
+    width = max((len(m.data) for m in messages), default=0)
+    data = np.zeros((count, max(width, 1)), np.uint8)
+    for row, message in enumerate(messages):
+        name = channel_name(message.channel)
+        channel[row] = names.setdefault(name, len(names))
+        if message.data:
+            data[row, : len(message.data)] = np.frombuffer(bytes(message.data), np.uint8)
+    return FrameBatch(
+        timestamp=np.fromiter((m.timestamp for m in messages), np.float64, count),
+        channel=channel,
+        channels=list(names),
+        arbitration_id=np.fromiter((m.arbitration_id for m in messages), np.uint32, count),
+        is_extended=np.fromiter((m.is_extended_id for m in messages), bool, count),
+        is_fd=np.fromiter((m.is_fd for m in messages), bool, count),
+        is_remote=np.fromiter((m.is_remote_frame for m in messages), bool, count),
+        is_error=np.fromiter((m.is_error_frame for m in messages), bool, count),
+        length=np.fromiter((len(m.data) for m in messages), np.int16, count),
+        data=data,
+    )
+
+
+def chunked(messages: Iterable[can.Message], chunk_size: int) -> Iterable[FrameBatch]:
+    """Group a stream of python-can messages into batches of at most `chunk_size` frames."""
+    pending: list[can.Message] = []
+    for message in messages:
+        pending.append(message)
+        if len(pending) >= chunk_size:
+            yield batch_from_messages(pending)
+            pending = []
+    if pending:
+        yield batch_from_messages(pending)

@@ -1,0 +1,68 @@
+"""Capture formats read through python-can's own readers: ASC (also .gz), BLF, TRC, CSV, SQLite, MF4."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from firmware_agent.decode.readers.frames import FrameBatch, chunked
+from firmware_agent.errors import UserError
+
+#: format name -> (python-can module, reader class, opens a text stream)
+FORMATS: dict[str, tuple[str, str, bool]] = {
+    "ASC": ("can.io.asc", "ASCReader", True),
+    "BLF": ("can.io.blf", "BLFReader", False),
+    "TRC": ("can.io.trc", "TRCReader", True),
+    "CSV": ("can.io.csv", "CSVReader", True),
+    "SQLite": ("can.io.sqlite", "SqliteReader", False),
+    "MF4": ("can.io.mf4", "MF4Reader", False),
+}
+
+
+class PythonCanReader:
+    """Batches of frames from one of python-can's file readers."""
+
+    def __init__(self, format_name: str, path: Path, stream: BinaryIO | None, chunk_size: int) -> None:
+        self.format_name = format_name
+        self.path = path
+        self._stream = stream
+        self._chunk_size = chunk_size
+        self.bytes_read = 0
+
+    def _reader(self) -> Any:
+        module_name, class_name, text = FORMATS[self.format_name]
+        module = importlib.import_module(module_name)
+        if self.format_name == "MF4":
+            module = _mf4_module(module)
+        reader_class = getattr(module, class_name)
+        if self.format_name == "SQLite":
+            return reader_class(str(self.path))
+        if self._stream is not None:
+            import io
+
+            return reader_class(io.TextIOWrapper(self._stream, "utf-8", "replace") if text else self._stream)
+        return reader_class(str(self.path))
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        try:
+            reader = self._reader()
+            yield from chunked(reader, self._chunk_size)
+        except UserError:
+            raise
+        except Exception as exc:  # python-can raises anything from struct.error to IndexError on bad files
+            raise UserError(
+                f"{self.path}: cannot read as {self.format_name}: {exc or type(exc).__name__}"
+            ) from exc
+
+
+def _mf4_module(module: Any) -> Any:
+    if getattr(module, "asammdf", None) is not None:
+        return module
+    try:
+        importlib.import_module("asammdf")
+    except ImportError:
+        raise UserError("reading MF4 needs asammdf: pip install 'firmware-agent[mf4]'") from None
+    # python-can was imported while asammdf was hidden to keep start-up fast; load its MF4 support now.
+    return importlib.reload(module)

@@ -1,0 +1,50 @@
+"""Reading a line-oriented capture in blocks of whole lines, counting line numbers as it goes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+#: Bytes read per block; about 40 bytes per candump line, so roughly 200 k frames.
+DEFAULT_BLOCK_BYTES = 8 << 20
+
+
+class LineBlocks:
+    """Iterate `(block, first_line_number)` over a binary stream; every block ends with a newline.
+
+    Pipes (`-`) are read with `read1` so that frames from a live `candump` come out as they arrive.
+    `bytes_read` tells a progress bar how far the reader has got.
+    """
+
+    def __init__(self, stream: BinaryIO, block_bytes: int = DEFAULT_BLOCK_BYTES, head: bytes = b"") -> None:
+        self._stream = stream
+        self._block_bytes = block_bytes
+        self._head = head
+        self.bytes_read = 0
+
+    def _read(self) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        read1 = getattr(self._stream, "read1", None)
+        chunk: bytes = read1(self._block_bytes) if read1 is not None else self._stream.read(self._block_bytes)
+        return chunk
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        carry = b""
+        line_number = 1
+        while True:
+            chunk = self._read()
+            self.bytes_read += len(chunk)
+            if not chunk:
+                break
+            data = carry + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            block, carry = data[: cut + 1], data[cut + 1 :]
+            yield block, line_number
+            line_number += block.count(b"\n")
+        if carry:
+            yield carry + b"\n", line_number
