@@ -12,23 +12,21 @@ Reusable by any integration test (e.g. end-to-end runs of `firmware-agent run`):
 - `mosquitto_persistent`: a started plain broker that keeps sessions across `restart()` (persistence on),
   so a backend subscriber with a session misses nothing while the broker is down.
 
-Helpers in `tests.integration.mosquitto`: `vehicle_broker(broker, pki, vehicle_id)` and
-`backend_broker(broker, pki)` return the `BrokerConfig` (URL and certificates) for a vehicle or for the
+Helpers in `tests.integration.mosquitto`: `vehicle_broker(broker, vehicle_id)` and
+`backend_broker(broker)` return the `BrokerConfig` (URL and certificates) for a vehicle or for the
 backend (which may read and write all of `vehicles/#`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.mosquitto import MOSQUITTO, Mosquitto
+from tests.integration.mosquitto import MOSQUITTO, BrokerFactory, Mosquitto
 from tests.integration.pki import Pki
-
-BrokerFactory = Callable[..., Mosquitto]
 
 
 def _require_mosquitto() -> None:

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from firmware_agent.telemetry.broker import BrokerConfig
@@ -28,6 +29,9 @@ pattern read vehicles/%u/campaigns
 user {BACKEND_CN}
 topic readwrite vehicles/#
 """
+
+#: The `mosquitto_factory` fixture: `make(pki=None, max_inflight=None, persistent=False) -> Mosquitto`.
+BrokerFactory = Callable[..., "Mosquitto"]
 
 
 def free_port() -> int:
@@ -142,17 +146,19 @@ class Mosquitto:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
 
-def vehicle_broker(broker: Mosquitto, pki: Pki, vehicle_id: str) -> BrokerConfig:
+def vehicle_broker(broker: Mosquitto, vehicle_id: str) -> BrokerConfig:
     """How vehicle `vehicle_id` connects to `broker` (on TLS: a certificate with CN = the vehicle id)."""
-    if broker.pki is None:
+    pki = broker.pki
+    if pki is None:
         return BrokerConfig(broker.url)
     files = pki.issue_vehicle(vehicle_id)
     return BrokerConfig(broker.url, ca_file=pki.ca, cert_file=files.cert, key_file=files.key)
 
 
-def backend_broker(broker: Mosquitto, pki: Pki) -> BrokerConfig:
+def backend_broker(broker: Mosquitto) -> BrokerConfig:
     """How the backend connects to `broker`: on TLS, may read and write everything under `vehicles/`."""
-    if broker.pki is None:
+    pki = broker.pki
+    if pki is None:
         return BrokerConfig(broker.url)
     files = pki.issue_unchecked(BACKEND_CN, "backend")
     return BrokerConfig(broker.url, ca_file=pki.ca, cert_file=files.cert, key_file=files.key)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from firmware_agent.telemetry.subscriber import Subscriber
-from tests.integration.mosquitto import Mosquitto, backend_broker
-from tests.integration.pki import Pki
+from tests.integration.mosquitto import BrokerFactory, Mosquitto, backend_broker, vehicle_broker
 from tests.integration.telemetry_helpers import make_vehicle, pycose_verify
 
 
-def test_batches_arrive_signed_and_verify_with_pycose(tmp_path: Path, mosquitto: Mosquitto, pki: Pki) -> None:
-    vehicle = make_vehicle(tmp_path, "veh-0001", backend_broker(mosquitto, pki))
-    with Subscriber(backend_broker(mosquitto, pki), ["vehicles/+/telemetry"]) as backend:
+def test_batches_arrive_signed_and_verify_with_pycose(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    vehicle = make_vehicle(tmp_path, "veh-0001", vehicle_broker(mosquitto, "veh-0001"))
+    with Subscriber(backend_broker(mosquitto), ["vehicles/+/telemetry"]) as backend:
         vehicle.uploader.start()
         seqs = vehicle.commit(5)
         received = list(backend.messages(count=5, timeout=20))
@@ -29,11 +28,11 @@ def test_batches_arrive_signed_and_verify_with_pycose(tmp_path: Path, mosquitto:
 
 
 def test_status_topic_has_retained_birth_and_offline_on_stop(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    vehicle = make_vehicle(tmp_path, "veh-0001", backend_broker(mosquitto, None))  # type: ignore[arg-type]
+    vehicle = make_vehicle(tmp_path, "veh-0001", vehicle_broker(mosquitto, "veh-0001"))
     vehicle.uploader.start()
     assert vehicle.uploader.wait_connected(10)
     assert vehicle.uploader.flush(10)
-    with Subscriber(backend_broker(mosquitto, None), ["vehicles/+/status"]) as watcher:  # type: ignore[arg-type]
+    with Subscriber(backend_broker(mosquitto), ["vehicles/+/status"]) as watcher:
         assert watcher.get(10) == ("vehicles/veh-0001/status", b"online")  # retained
         vehicle.uploader.stop(timeout=5)
         assert watcher.get(10) == ("vehicles/veh-0001/status", b"offline")
@@ -43,9 +42,9 @@ def test_broker_restart_loses_nothing_and_seq_stays_contiguous(
     tmp_path: Path, mosquitto_persistent: Mosquitto
 ) -> None:
     broker = mosquitto_persistent
-    vehicle = make_vehicle(tmp_path, "veh-0001", backend_broker(broker, None))  # type: ignore[arg-type]
+    vehicle = make_vehicle(tmp_path, "veh-0001", vehicle_broker(broker, "veh-0001"))
     backend = Subscriber(
-        backend_broker(broker, None),  # type: ignore[arg-type]
+        backend_broker(broker),
         ["vehicles/+/telemetry"],
         client_id="backend",
         session_expiry=3600,
@@ -74,9 +73,11 @@ def test_broker_restart_loses_nothing_and_seq_stays_contiguous(
     assert vehicle.uploader.counters()["disconnects"] >= 1 and vehicle.uploader.counters()["connects"] >= 2
 
 
-def test_inflight_stays_within_the_brokers_receive_maximum(tmp_path: Path, mosquitto_factory) -> None:  # type: ignore[no-untyped-def]
+def test_inflight_stays_within_the_brokers_receive_maximum(
+    tmp_path: Path, mosquitto_factory: BrokerFactory
+) -> None:
     broker = mosquitto_factory(max_inflight=3)
-    vehicle = make_vehicle(tmp_path, "veh-0001", backend_broker(broker, None), max_inflight=20)  # type: ignore[arg-type]
+    vehicle = make_vehicle(tmp_path, "veh-0001", vehicle_broker(broker, "veh-0001"), max_inflight=20)
     vehicle.uploader.start()
     assert vehicle.uploader.wait_connected(10)
     vehicle.commit(40, samples=1)
