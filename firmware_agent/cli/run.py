@@ -1,0 +1,74 @@
+"""`firmware-agent run`: the in-vehicle daemon (sources → decode → collect → sign → outbox → MQTT)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register `run` and its flags (every flag overrides the configuration file)."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run the telemetry agent",
+        description="Read the vehicle's buses, collect what the campaigns ask for, sign it and upload it "
+        "over MQTT. Flags override the configuration file (see docs/configuration.md).",
+    )
+    parser.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
+    parser.add_argument(
+        "--source",
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help="[BUS=]KIND:ARG[?opts]: socketcan:can0, slcan:/dev/ttyACM0@500000, virtual:NAME, "
+        "replay:FILE[?speed=X&loop=N], sim:driver=..,scenario=..,seed=..,duration=.. (repeatable)",
+    )
+    parser.add_argument(
+        "--dbc",
+        metavar="[CHANNEL=]FILE",
+        action="append",
+        default=[],
+        help="database for every channel or for one (repeatable; default: the vehicle's four DBCs)",
+    )
+    parser.add_argument("--collect", metavar="all|FILE", help="campaign file, or 'all' (the default)")
+    parser.add_argument("--broker", metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    parser.add_argument("--vehicle-id", metavar="ID", help="this vehicle's id (letters, digits, - _ .)")
+    parser.add_argument("--signing-key", metavar="PEM", help="Ed25519 PKCS#8 PEM file, or a keyring folder")
+    parser.add_argument("--state-dir", metavar="DIR", help="where the outbox and health file live")
+    parser.add_argument(
+        "--exit-at-end",
+        action="store_true",
+        help="with replay/sim sources: exit 0 once the data is read and every batch is acknowledged",
+    )
+    parser.set_defaults(func=_do_run)
+
+
+def _do_run(args: argparse.Namespace) -> int:
+    from firmware_agent.service.agent import Agent
+    from firmware_agent.service.config import Overrides, load_config
+
+    config = load_config(
+        args.config,
+        Overrides(
+            sources=args.source,
+            dbc=args.dbc,
+            collect=args.collect,
+            broker=args.broker,
+            vehicle_id=args.vehicle_id,
+            signing_key=args.signing_key,
+            state_dir=args.state_dir,
+            exit_at_end=args.exit_at_end,
+        ),
+    )
+    agent = Agent(config)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return agent.run(stop)

@@ -1,0 +1,288 @@
+"""The assembled agent: sources → decode → E2E → observers → collect → annotators → outbox → uploader.
+
+Threads: one reader per source (see `sources.reader`), paho's network thread and the uploader's worker; all
+the processing stages run on the thread that calls `Agent.run()`, so they need no locks.
+
+Time: collection runs on the *data clock*, the timestamp of the latest frame plus the wall time elapsed
+since it arrived. For a live bus that is the kernel's clock; for a replay at full speed it is the
+capture's clock, so periodic campaigns batch a replayed drive exactly as they would have batched it live.
+
+Counters (per bus, decode, E2E, collector, outbox, uploader) ride in the `counters` map of the first batch
+committed after every `stats_interval` seconds, and of the last batch before a clean exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from firmware_agent.collect.campaign import Campaign, campaigns_for_option, needed_signals
+from firmware_agent.collect.collector import Collector
+from firmware_agent.collect.names import SignalNames
+from firmware_agent.decode.catalog import Catalog
+from firmware_agent.errors import UserError
+from firmware_agent.pipeline.decoding import SampleDecoder
+from firmware_agent.pipeline.e2e_check import E2EChecker
+from firmware_agent.pipeline.hooks import BatchAnnotator, SampleObserver
+from firmware_agent.service.config import AgentConfig
+from firmware_agent.sources import open_source
+from firmware_agent.sources.reader import EventBox, FrameQueue, SourceReader
+from firmware_agent.telemetry.broker import BrokerConfig
+from firmware_agent.telemetry.cose import Signer
+from firmware_agent.telemetry.keys import Keyring, load_private_key
+from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
+from firmware_agent.telemetry.sealer import BatchSealer
+from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
+from firmware_agent.values import Batch, Event, Sample
+from firmware_agent.vss import VssMap
+
+#: How often (data-clock seconds) the collector is polled for finished batches.
+POLL_INTERVAL = 0.1
+#: Chunks processed back to back before the loop looks at events, polls and heartbeats again.
+CHUNKS_PER_TURN = 64
+
+Hook = Callable[[Mapping[str, Any]], None]
+
+
+def load_signer(path: Path) -> Signer:
+    """The signer for a PEM key file, or for the active key of a keyring folder (`keys rotate`)."""
+    if path.is_dir():
+        return Signer(Keyring(path).active_key())
+    if not path.exists():
+        raise UserError(f"{path}: no signing key; create one with `firmware-agent keys generate {path}`")
+    return Signer(load_private_key(path))
+
+
+class Agent:
+    """One vehicle's agent, built from an `AgentConfig`; `run(stop)` until `stop` is set or the data ends.
+
+    `observers` and `annotators` are the identity slot (see `pipeline.hooks`). `on_ready` is called once
+    every source is started and the uploader is connecting; `on_heartbeat` on every heartbeat with the
+    health summary (a systemd wrapper sends `READY=1` and `WATCHDOG=1` from them).
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        observers: Iterable[SampleObserver] = (),
+        annotators: Iterable[BatchAnnotator] = (),
+        on_ready: Callable[[], None] | None = None,
+        on_heartbeat: Hook | None = None,
+        log: TextIO = sys.stderr,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.on_ready = on_ready
+        self.on_heartbeat = on_heartbeat
+        self.annotators = list(annotators)
+        self.catalog = Catalog.from_specs(config.dbc, warn_stream=log)
+        self.vss = VssMap.load(config.vss)
+        names = SignalNames.from_catalog(self.catalog, self.vss)
+        self.campaigns: list[Campaign] = campaigns_for_option(config.collect, names)
+        self.collector = Collector(self.campaigns)
+        self.checker = E2EChecker(config.e2e, self._event)
+        self.observers = list(observers)
+        sink = self.collector.offer if not self.observers else self._observe_then_collect
+        self.decoder = SampleDecoder(
+            self.catalog, self.vss, needed_signals(self.campaigns), self.checker, sink
+        )
+        self.frames = FrameQueue(config.reader)
+        self.events = EventBox()
+        self.readers = [SourceReader(open_source(spec), self.frames, self.events) for spec in config.sources]
+        for reader in self.readers:
+            reader.source.kernel_filters = self.decoder.kernel_filters(reader.source.name)
+        broker = BrokerConfig(
+            url=config.broker.url,
+            ca_file=config.broker.ca_file,
+            cert_file=config.broker.cert_file,
+            key_file=config.broker.key_file,
+            keepalive=config.broker.keepalive,
+        )
+        signer = load_signer(config.signing_key)
+        self.sealer = BatchSealer(config.vehicle_id, signer, self._counters_when_due)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.outbox_path, self.sealer, config.outbox_max_bytes)
+        uploader_config = UploaderConfig(
+            broker=broker, vehicle_id=config.vehicle_id, max_inflight=config.broker.max_inflight
+        )
+        self.uploader = Uploader(uploader_config, self.outbox)
+        self.rejected_batches = 0
+        self.batches_committed = 0
+        self._stats_due = 0.0  # monotonic time of the next counters report
+        self._force_stats = False
+        self._last_frame_time: float | None = None
+        self._last_frame_mono = 0.0
+        self._next_poll = 0.0
+        self.started = time.time()
+
+    # --- stages ------------------------------------------------------------------------------------
+
+    def _observe_then_collect(self, sample: Sample) -> None:
+        for observer in self.observers:
+            observer.observe(sample)
+        self.collector.offer(sample)
+
+    def _event(self, event: Event) -> None:
+        self.collector.add_event(event)
+
+    def _commit(self, batches: Iterable[Batch]) -> None:
+        committed = False
+        for batch in batches:
+            for annotator in self.annotators:
+                annotator.annotate(batch)
+            try:
+                self.outbox.commit(batch)
+            except BatchRejectedError:
+                self.rejected_batches += 1
+                continue
+            self.batches_committed += 1
+            committed = True
+        if committed:
+            self.uploader.notify()
+
+    def now(self) -> float:
+        """The data clock: latest frame time plus the wall time since it arrived (wall time before any)."""
+        if self._last_frame_time is None:
+            return time.time()
+        return self._last_frame_time + (time.monotonic() - self._last_frame_mono)
+
+    # --- counters and health -----------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Every counter of the agent, flat, as it appears in the telemetry's `counters` map."""
+        counts: dict[str, int] = {}
+        for reader in self.readers:
+            bus = reader.source.name
+            counts[f"bus.{bus}.frames_in"] = reader.frames_in
+            counts[f"bus.{bus}.frames_dropped"] = reader.frames_dropped
+            counts[f"bus.{bus}.gaps"] = reader.gaps
+        counts.update({f"decode.{k}": v for k, v in self.decoder.counts.items()})
+        counts.update({f"e2e.{k}": v for k, v in self.checker.counts.items()})
+        counts.update({f"collect.{k}": v for k, v in self.collector.counters.items()})
+        counts.update({f"outbox.{k}": v for k, v in self.outbox.counters().items()})
+        counts.update({f"uploader.{k}": v for k, v in self.uploader.counters().items()})
+        counts["events.dropped"] = self.events.dropped
+        counts["agent.batches_rejected"] = self.rejected_batches
+        return counts
+
+    def _counters_when_due(self) -> Mapping[str, int]:
+        now = time.monotonic()
+        if not self._force_stats and now < self._stats_due:
+            return {}
+        self._force_stats = False
+        self._stats_due = now + self.config.stats_interval
+        return self.counters()
+
+    def health(self) -> dict[str, Any]:
+        """A small summary for operators and the watchdog: status, buses, uplink, backlog."""
+        buses = {
+            reader.source.name: {
+                "frames_in": reader.frames_in,
+                "frames_dropped": reader.frames_dropped,
+                "gaps": reader.gaps,
+                "done": reader.done.is_set(),
+            }
+            for reader in self.readers
+        }
+        pending = self.outbox.pending_count()
+        degraded = not self.uploader.connected or any(r.frames_dropped for r in self.readers)
+        return {
+            "status": "degraded" if degraded else "ok",
+            "vehicle_id": self.config.vehicle_id,
+            "uptime_s": round(time.time() - self.started, 1),
+            "buses": buses,
+            "broker_connected": self.uploader.connected,
+            "outbox_pending": pending,
+            "batches_committed": self.batches_committed,
+        }
+
+    def _heartbeat(self) -> None:
+        summary = self.health()
+        tmp = self.config.health_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, sort_keys=True) + "\n")
+        os.replace(tmp, self.config.health_path)
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(summary)
+
+    # --- the main loop -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Process until `stop` is set (or, with `exit_at_end`, the data ends and all is acknowledged).
+
+        Returns the exit status: 0 after a clean stop, 1 when a source failed for good.
+        """
+        self._stats_due = time.monotonic() + self.config.stats_interval
+        self.uploader.start()
+        for reader in self.readers:
+            reader.start()
+        if self.on_ready is not None:
+            self.on_ready()
+        status = 0
+        next_heartbeat = time.monotonic()
+        try:
+            while not stop.is_set():
+                self._turn()
+                if time.monotonic() >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+                fatal = next((r.fatal for r in self.readers if r.fatal is not None), None)
+                if fatal is not None:
+                    print(f"firmware-agent run: error: {fatal}", file=self.log)
+                    status = 1
+                    break
+                if self.config.exit_at_end and self._data_ended():
+                    break
+        finally:
+            self._shutdown(wait_for_all=self.config.exit_at_end and status == 0, stop=stop)
+        return status
+
+    def _turn(self) -> None:
+        chunk = self.frames.get(timeout=0.05)
+        processed = 0
+        while chunk is not None:
+            self.decoder.process(chunk)
+            self._last_frame_time = chunk[-1].timestamp
+            self._last_frame_mono = time.monotonic()
+            processed += 1
+            if processed >= CHUNKS_PER_TURN:
+                break
+            chunk = self.frames.get_nowait()
+        for event in self.events.drain():
+            if event.kind == "bus_gap":
+                self.decoder.reset_bus(str(event.detail.get("bus")))
+            self.collector.add_event(event)
+        now = self.now()
+        if now >= self._next_poll:
+            self._next_poll = now + POLL_INTERVAL
+            self._commit(self.collector.poll(now))
+
+    def _data_ended(self) -> bool:
+        return all(r.done.is_set() for r in self.readers) and self.frames.empty()
+
+    def _shutdown(self, wait_for_all: bool, stop: threading.Event) -> None:
+        for reader in self.readers:
+            reader.stop()
+        chunk = self.frames.get_nowait()
+        while chunk is not None:
+            self.decoder.process(chunk)
+            chunk = self.frames.get_nowait()
+        for event in self.events.drain():
+            self.collector.add_event(event)
+        self._force_stats = True
+        batches = list(self.collector.flush())
+        if not batches:
+            batches = [Batch(campaign=None)]  # carries the final counters
+        self._commit(batches)
+        if wait_for_all:
+            # --exit-at-end: every batch must reach the broker; only a signal cuts this short.
+            while not stop.is_set() and self.outbox.pending_count() > 0:
+                self.uploader.flush(timeout=0.5)
+        self.uploader.stop(timeout=self.config.shutdown_timeout)
+        self._heartbeat()
+        self.outbox.close()
