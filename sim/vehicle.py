@@ -1,0 +1,241 @@
+"""The simulation: a persona drives a scenario; every ECU sends its DBC messages as python-can frames.
+
+`Simulation(...).frames()` yields `can.Message` objects in timestamp order. Each message goes out at its
+DBC cycle time (`GenMsgCycleTime`) from its ECU's own clock: a phase offset per ECU, a drift of a few
+tens of ppm and ±1 % (at most 0.3 ms) jitter per frame, so intervals stay within 5 % of the cycle time.
+Event messages (HU_PROFILE_EVENT) go out when the event happens. E2E-protected messages carry an alive
+counter stepping by one and a correct CRC-8 (`firmware_agent.e2e`). Faults change all of that on request.
+Everything random comes from `random.Random` streams seeded with the seed: same arguments, same frames.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import can
+import cantools
+from cantools.database.can import Database, Message
+
+from firmware_agent.e2e import E2EProfile, profile_for
+from firmware_agent.vehicle import BUS_NAMES, default_dbc_dir
+from sim.cabin import CLOSING_TIME, DEPART, IGNITION_ON, Cabin
+from sim.driver import Driver
+from sim.faults import Fault, FaultInjector, InjectedFault
+from sim.personas import PERSONAS, Persona, find_persona
+from sim.physics import VehicleModel
+from sim.scenarios import Scenario, find_scenario
+from sim.signals import SignalValues
+
+#: Physics and driver tick, s (the fastest cycle time on the vehicle's buses is 10 ms).
+TICK = 0.01
+#: Fixed start of simulated time for reproducible captures: 2026-01-01T00:00:00Z.
+DEFAULT_EPOCH = 1767225600.0
+#: Frames are released once no later tick can produce an earlier one (jitter is below this), s.
+_RELEASE_LAG = 0.001
+_EVENT_LATENCY = 0.004
+
+
+@lru_cache(maxsize=1)
+def load_databases() -> dict[str, Database]:
+    """The vehicle's four DBCs, strictly loaded, by bus name."""
+    folder = default_dbc_dir()
+    return {bus: cantools.database.load_file(folder / f"{bus}.dbc", strict=True) for bus in BUS_NAMES}
+
+
+@dataclass
+class _Periodic:
+    """Send state of one periodic message."""
+
+    bus: str
+    message: Message
+    period: float
+    phase: float
+    drift: float
+    jitter: float
+    profile: E2EProfile | None
+    limits: tuple[tuple[str, float, float], ...]
+    index: int = 0
+    counter: int = -1
+    nominal: float = 0.0
+
+
+def _limits(message: Message) -> tuple[tuple[str, float, float], ...]:
+    out = []
+    for signal in message.signals:
+        low = signal.minimum if signal.minimum is not None else -float("inf")
+        high = signal.maximum if signal.maximum is not None else float("inf")
+        out.append((signal.name, low, high))
+    return tuple(out)
+
+
+class Simulation:
+    """One simulated trip: persona, scenario, seed, duration and faults in; frames and ground truth out."""
+
+    def __init__(
+        self,
+        persona: Persona | str | int = 1,
+        scenario: Scenario | str = "city",
+        seed: int = 0,
+        duration: float = 120.0,
+        faults: Sequence[Fault] = (),
+        key_owner: Persona | str | int | None = None,
+        start_time: float = DEFAULT_EPOCH,
+        channels: dict[str, str] | None = None,
+    ) -> None:
+        self.persona = persona if isinstance(persona, Persona) else find_persona(persona)
+        self.scenario = scenario if isinstance(scenario, Scenario) else find_scenario(scenario)
+        if key_owner is None and self.scenario.borrowed_key:
+            key_owner = PERSONAS[1] if self.persona.number == 1 else PERSONAS[0]
+        self.key_owner = key_owner if isinstance(key_owner, Persona) or key_owner is None else find_persona(key_owner)
+        if self.key_owner is None:
+            self.key_owner = self.persona
+        self.seed = seed
+        self.duration = float(duration)
+        self.start_time = float(start_time)
+        self.channels = {bus: bus for bus in BUS_NAMES} | dict(channels or {})
+        self.faults = list(faults)
+        self.databases = load_databases()
+        self.injected: list[InjectedFault] = []
+
+    @property
+    def borrowed(self) -> bool:
+        """True when the key (and with it profile and seat slot) belongs to someone else than the driver."""
+        return self.key_owner is not self.persona
+
+    def _stream(self, name: str) -> random.Random:
+        return random.Random(f"{self.seed}/{self.persona.name}/{self.scenario.name}/{name}")
+
+    def _schedules(self, signals: SignalValues) -> list[_Periodic]:
+        rng = self._stream("clocks")
+        ecu_phase: dict[str, float] = {}
+        ecu_drift: dict[str, float] = {}
+        schedules = []
+        for bus in BUS_NAMES:
+            for message in self.databases[bus].messages:
+                if not message.cycle_time or not signals.knows(message.name):
+                    continue
+                ecu = message.senders[0] if message.senders else bus
+                if ecu not in ecu_phase:
+                    ecu_phase[ecu] = rng.uniform(0.0, 0.008)
+                    ecu_drift[ecu] = rng.uniform(-80e-6, 80e-6)
+                period = message.cycle_time / 1000.0
+                ecu_phase[ecu] += 0.00025  # messages of one ECU leave one after another
+                schedules.append(
+                    _Periodic(
+                        bus=bus,
+                        message=message,
+                        period=period,
+                        phase=ecu_phase[ecu],
+                        drift=ecu_drift[ecu],
+                        jitter=min(0.01 * period, 0.0003),
+                        profile=profile_for(message),
+                        limits=_limits(message),
+                        nominal=ecu_phase[ecu],
+                    )
+                )
+        return schedules
+
+    def frames(self) -> Iterator[can.Message]:
+        """Every frame of the trip on all four buses, in timestamp order."""
+        persona, key = self.persona, self.key_owner
+        assert key is not None
+        trip = persona.for_trip(self._stream("trip"))
+        model = VehicleModel(self._stream("vehicle"), soc=self._stream("battery").uniform(45, 92))
+        driver = Driver(trip, self.scenario.route(self._stream("route")), self._stream("driver"))
+        cabin = Cabin(trip, key.identity, persona.identity, self._stream("cabin"))
+        signals = SignalValues(
+            model.state, cabin.state, key.identity, trip.drive_mode, self._stream("odometer").uniform(800, 60000),
+            self._stream("sensors"),
+        )  # fmt: skip
+        injector = FaultInjector(self.faults, self.databases)
+        self.injected = injector.injected
+        schedules = self._schedules(signals)
+        jitter_rng = self._stream("jitter")
+        event_message = self.databases["infotainment"].get_message_by_name("HU_PROFILE_EVENT")
+        events_sent = 0
+        pull_over_from = self.duration - CLOSING_TIME if self.duration >= 40 else None
+        heap: list[tuple[float, int, can.Message]] = []
+        sequence = 0
+        start = self.start_time
+        ticks = int(round(self.duration / TICK))
+        for tick in range(ticks):
+            now = tick * TICK
+            model.state.ready = cabin.state.ignition >= 3 and now >= IGNITION_ON
+            if now < DEPART:
+                driver.idle(model.state, TICK)
+            else:
+                if now - TICK < DEPART <= now + 1e-9:
+                    driver.depart(model.state)
+                if pull_over_from is not None and driver.parked_at is None:
+                    braking_time = abs(model.state.speed) / trip.brake_decel + 4.0
+                    if now >= pull_over_from - braking_time:
+                        driver.pull_over(model.state)
+                driver.step(now, TICK, model.state)
+            model.step(TICK, driver.accel_pedal, driver.brake_pedal, driver.steering_angle)
+            cabin.step(now, TICK, abs(model.state.speed) * 3.6, driver.road, driver.parked_at)
+
+            end = now + TICK
+            for schedule in schedules:
+                while schedule.nominal < end:
+                    frame = self._periodic_frame(schedule, signals, injector, jitter_rng)
+                    if frame is not None:
+                        sequence += 1
+                        heapq.heappush(heap, (frame.timestamp, sequence, frame))
+            while events_sent < len(cabin.events):
+                event = cabin.events[events_sent]
+                events_sent += 1
+                data = event_message.encode(SignalValues.profile_event(event), strict=False)
+                sequence += 1
+                timestamp = start + event.time + _EVENT_LATENCY
+                heapq.heappush(heap, (timestamp, sequence, self._message(event_message, "infotainment", data, timestamp)))
+            for extra in injector.extra_frames(now, end, start, self.channels):
+                sequence += 1
+                heapq.heappush(heap, (extra.timestamp, sequence, extra))
+            release = start + end - _RELEASE_LAG
+            while heap and heap[0][0] < release:
+                yield heapq.heappop(heap)[2]
+        while heap:
+            yield heapq.heappop(heap)[2]
+
+    def _periodic_frame(
+        self, schedule: _Periodic, signals: SignalValues, injector: FaultInjector, jitter_rng: random.Random
+    ) -> can.Message | None:
+        nominal = schedule.phase + schedule.index * schedule.period * (1.0 + schedule.drift)
+        message = schedule.message
+        index = schedule.index
+        schedule.index += 1
+        schedule.nominal = schedule.phase + schedule.index * schedule.period * (1.0 + schedule.drift)
+        t = max(0.0, nominal + jitter_rng.uniform(-schedule.jitter, schedule.jitter))
+        send, step, bad_crc, short = injector.frame_fate(schedule.bus, t, message, schedule.profile is not None)
+        if schedule.profile is not None:
+            schedule.counter = (schedule.counter + step) % schedule.profile.counter_modulo
+        if not send:
+            return None
+        values = signals.values(message.name, index)
+        for name, low, high in schedule.limits:
+            value = values.get(name)
+            if value is not None and not low <= value <= high:
+                values[name] = low if value < low else high
+        data = bytearray(message.encode(values, strict=False))
+        if schedule.profile is not None:
+            schedule.profile.protect(data, schedule.counter)
+            if bad_crc:
+                data[schedule.profile.crc_byte] ^= 0x5A
+        if short:
+            data = data[: max(1, len(data) // 2)]
+        return self._message(message, schedule.bus, bytes(data), self.start_time + t)
+
+    def _message(self, message: Message, bus: str, data: bytes, timestamp: float) -> can.Message:
+        return can.Message(
+            timestamp=timestamp,
+            arbitration_id=message.frame_id,
+            is_extended_id=message.is_extended_frame,
+            is_fd=message.is_fd,
+            bitrate_switch=message.is_fd,
+            data=data,
+            channel=self.channels[bus],
+        )
