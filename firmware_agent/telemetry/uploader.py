@@ -57,6 +57,7 @@ UPLOADER_COUNTERS = (
     "callback_errors",
     "worker_errors",
     "messages_received",
+    "subscribe_failures",
 )
 
 
@@ -120,6 +121,7 @@ class Uploader:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._worker = threading.Thread(target=self._run, name="uploader", daemon=True)
 
     # --- public API ---------------------------------------------------------------------------------
@@ -239,6 +241,17 @@ class Uploader:
                 self._on_campaign(message.topic, bytes(message.payload))
         except Exception:
             self._callback_failed("on_message")
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Any
+    ) -> None:
+        try:
+            if any(reason.is_failure for reason in reasons):
+                self.last_error = f"subscription to {self.campaigns_topic} refused: {reasons[0]}"
+                self._count("subscribe_failures")
+                log.warning("uploader: %s", self.last_error)
+        except Exception:
+            self._callback_failed("on_subscribe")
 
     def _callback_failed(self, name: str) -> None:
         with self._counter_lock:

@@ -61,13 +61,13 @@ def test_signed_update_is_applied_and_anything_else_rejected(
     try:
         vehicle.uploader.start()
         assert vehicle.uploader.wait_connected(10)
-        assert vehicle.uploader.flush(10)  # the subscription went out with the connect
 
-        def push(message: bytes) -> None:
-            backend.publish(TOPIC, message, qos=1).wait_for_publish(10)
+        def push(message: bytes, retain: bool = False) -> None:
+            backend.publish(TOPIC, message, qos=1, retain=retain).wait_for_publish(10)
 
-        # A good update (TOML text), signed by the backend key with pycose.
-        push(_pycose_sign(backend_key, encode_campaign_update(5, CAMPAIGN_TOML), TOPIC))
+        # A good update (TOML text), signed by the backend key with pycose; retained, as a backend would, so
+        # that the vehicle gets it whenever its subscription lands.
+        push(_pycose_sign(backend_key, encode_campaign_update(5, CAMPAIGN_TOML), TOPIC), retain=True)
         update = applied.get(timeout=10)
         assert (update.serial, update.document["name"]) == (5, "brakes")
         assert update.document["signals"][0]["period_ms"] == 100
