@@ -74,7 +74,7 @@ class ReplaySource(Source):
             return next(self._frames)
         except StopIteration:
             raise EndOfSource from None
-        except (ValueError, OSError) as exc:
+        except Exception as exc:  # every reader has its own parse errors; all mean "not a readable capture"
             raise UserError(f"source {self.spec.text!r}: cannot read {self.path}: {exc}") from exc
 
     def close(self) -> None:

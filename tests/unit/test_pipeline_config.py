@@ -1,0 +1,128 @@
+"""The agent's configuration: file keys, flag overrides, defaults and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from firmware_agent.cli import main
+from firmware_agent.errors import UserError
+from firmware_agent.service.config import Overrides, load_config
+from firmware_agent.vehicle import default_dbc_specs
+
+GOOD = """
+vehicle_id = "veh-0001"
+sources = ["powertrain=socketcan:can0", "chassis=socketcan:can1"]
+dbc = ["powertrain=dbc/powertrain.dbc"]
+collect = "campaigns.toml"
+state_dir = "state"
+
+[broker]
+url = "mqtts://broker.example:8883"
+ca_file = "pki/ca.pem"
+max_inflight = 10
+
+[e2e]
+burst_count = 3
+burst_seconds = 0.5
+
+[pipeline]
+queue_frames = 4096
+stats_interval = 30
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_values_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD), Overrides())
+    assert config.vehicle_id == "veh-0001"
+    assert [s.text for s in config.sources] == ["powertrain=socketcan:can0", "chassis=socketcan:can1"]
+    assert config.dbc == (f"powertrain={tmp_path / 'dbc/powertrain.dbc'}",)
+    assert config.collect == str(tmp_path / "campaigns.toml")
+    assert config.state_dir == tmp_path / "state"
+    assert config.signing_key == tmp_path / "state" / "signing-key.pem"
+    assert config.broker.ca_file == tmp_path / "pki" / "ca.pem"
+    assert config.broker.max_inflight == 10
+    assert (config.e2e.burst_count, config.e2e.burst_seconds, config.e2e.max_jump) == (3, 0.5, 3)
+    assert config.reader.max_frames == 4096 and config.stats_interval == 30
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    overrides = Overrides(
+        sources=["virtual:x"],
+        dbc=["a.dbc"],
+        collect="all",
+        broker="mqtt://127.0.0.1:1883",
+        vehicle_id="veh-0002",
+        signing_key="k.pem",
+        state_dir="/tmp/s",
+        exit_at_end=True,
+    )
+    config = load_config(write(tmp_path, GOOD), overrides)
+    assert [s.text for s in config.sources] == ["virtual:x"]
+    assert config.dbc == ("a.dbc",) and config.collect == "all"
+    assert config.broker.url == "mqtt://127.0.0.1:1883" and config.vehicle_id == "veh-0002"
+    assert config.signing_key == Path("k.pem") and config.state_dir == Path("/tmp/s") and config.exit_at_end
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config(
+        None, Overrides(sources=["virtual:x"], broker="mqtt://localhost", vehicle_id="v1", state_dir="/tmp/s")
+    )
+    assert config.dbc == tuple(default_dbc_specs()) and config.collect == "all"
+    assert config.signing_key == Path("/tmp/s/signing-key.pem")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (GOOD.replace('"veh-0001"', '"veh/0001"'), "vehicle_id: 'veh/0001' not allowed"),
+        (GOOD.replace('"veh-0001"', '"veh+"'), "vehicle_id: 'veh+' not allowed"),
+        (GOOD.replace('vehicle_id = "veh-0001"', ""), "vehicle_id: missing"),
+        (GOOD.replace("max_inflight = 10", "max_inflight = 0"), "broker.max_inflight: expected an integer"),
+        (GOOD.replace("burst_count = 3", 'burst_count = "many"'), "e2e.burst_count: expected an integer"),
+        (GOOD.replace("queue_frames = 4096", "queue_frame = 4096"), "pipeline.queue_frame: unknown key"),
+        (GOOD + "\nbogus = 1\n", "bogus: unknown key"),
+        (GOOD.replace('"chassis=socketcan:can1"', '"chassis=can:can1"'), "sources: source"),
+        (GOOD.replace('url = "mqtts://broker.example:8883"', ""), "broker.url: missing"),
+        (GOOD.replace("[broker]", "[broker\n"), "TOML syntax error"),
+    ],
+)
+def test_errors_name_the_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as error:
+        load_config(path, Overrides())
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and needle in message
+    assert "\n" not in message
+
+
+def test_bad_vehicle_id_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["run", "--source", "virtual:x", "--broker", "mqtt://127.0.0.1:1", "--vehicle-id", "a/b"])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--vehicle-id: 'a/b' not allowed" in err[0]
+
+
+def test_missing_signing_key_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(
+        [
+            "run",
+            "--source",
+            "virtual:x",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--vehicle-id",
+            "v1",
+            "--state-dir",
+            str(tmp_path),
+        ]
+    )
+    assert status == 2
+    assert "keys generate" in capsys.readouterr().err
