@@ -255,7 +255,11 @@ class _TableReader:
             prefix = item[:-1]
             if self.names is None or self.names.known is None:
                 self.fail("signals", f"{item!r}: a wildcard needs the vehicle's databases", item)
-            matches = sorted(name for name in self.names.known if name.startswith(prefix))
+            # Either spelling may be used: `WHEEL_SPEEDS.*` also covers signals known by a VSS path.
+            matches = sorted(
+                {name for name in self.names.known if name.startswith(prefix)}
+                | {path for key, path in self.names.aliases.items() if key.startswith(prefix)}
+            )
             if not matches:
                 self.fail("signals", f"{item!r} matches no signal", item)
             return matches

@@ -113,7 +113,7 @@ BOOL, NUM, STR, VALUE = "bool", "num", "str", "value"
 
 @dataclass(frozen=True)
 class Node:
-    """Base of the syntax tree; `column` is where the construct starts (or its operator)."""
+    """Base of the syntax tree; `column` is where the construct starts."""
 
     column: int
 
@@ -297,7 +297,7 @@ class _Parser:
             self.require(left, kind, BOOL, f"'{op}' needs a comparison on its left", token)
             right, right_kind = operand()
             self.require(right, right_kind, BOOL, f"'{op}' needs a comparison on its right")
-            left, kind = Logical(token.column, op, left, right), BOOL
+            left, kind = Logical(left.column, op, left, right), BOOL
         return left, kind
 
     def not_expr(self) -> tuple[Node, str]:
@@ -324,7 +324,7 @@ class _Parser:
                 raise ConditionError(problem, node.column)
         if STR in (left_kind, right_kind) and NUM in (left_kind, right_kind):
             raise ConditionError("a number never equals a name", token.column)
-        return Compare(token.column, token.text, left, right), BOOL
+        return Compare(left.column, token.text, left, right), BOOL
 
     def sum(self) -> tuple[Node, str]:
         return self.arithmetic(("+", "-"), self.product)
@@ -339,7 +339,7 @@ class _Parser:
             self.numeric(left, kind, token.text)
             right, right_kind = operand()
             self.numeric(right, right_kind, token.text)
-            left, kind = self.fold(Arithmetic(token.column, token.text, left, right)), NUM
+            left, kind = self.fold(Arithmetic(left.column, token.text, left, right), token), NUM
         return left, kind
 
     def unary(self) -> tuple[Node, str]:
@@ -420,12 +420,12 @@ class _Parser:
             raise ConditionError(f"'{op}' needs a number, not a name", node.column)
 
     @staticmethod
-    def fold(node: Arithmetic) -> Node:
+    def fold(node: Arithmetic, operator_token: Token) -> Node:
         if isinstance(node.left, Number) and isinstance(node.right, Number):
             try:
                 return Number(node.left.column, _FOLD[node.op](node.left.value, node.right.value))
             except ZeroDivisionError:
-                raise ConditionError("division by zero", node.column) from None
+                raise ConditionError("division by zero", operator_token.column) from None
         return node
 
 
