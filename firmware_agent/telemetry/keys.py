@@ -164,3 +164,21 @@ class Keyring:
         finally:
             os.close(dir_fd)
         return kid
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The signing key named by `path`: a PEM private key file, or a keyring directory's active key."""
+    path = Path(path)
+    return Keyring(path).active_key() if path.is_dir() else load_private_key(path)
+
+
+def load_verification_keys(paths: list[Path]) -> dict[bytes, Ed25519PublicKey]:
+    """Public keys by kid from PEM files (public or private) and keyring directories (every key)."""
+    keys: dict[bytes, Ed25519PublicKey] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            keys.update(Keyring(path).public_keys())
+        else:
+            public = load_public_key(path)
+            keys[kid_of(public)] = public
+    return keys

@@ -1,0 +1,125 @@
+"""`firmware-agent verify`: check signed telemetry from a broker or from saved dumps, export its samples."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from firmware_agent.errors import UserError
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register `verify` and its flags."""
+    parser = subparsers.add_parser(
+        "verify",
+        help="verify signed telemetry and export its samples",
+        description="Check COSE signatures (by kid), the topic binding, replays and gaps in seq of telemetry "
+        "read from saved dumps (FILE or DIR: lines of TOPIC<TAB>BASE64) or received from a broker. Prints "
+        "the samples; reports one line per problem on stderr and exits 1 if there was any.",
+    )
+    parser.add_argument("inputs", nargs="*", metavar="DUMP", type=Path, help="dump file or folder of dumps")
+    parser.add_argument(
+        "--public-key",
+        metavar="PEM",
+        action="append",
+        type=Path,
+        default=[],
+        required=True,
+        help="public key PEM file, or a keyring folder (repeatable; matched by kid)",
+    )
+    broker = parser.add_argument_group("broker")
+    broker.add_argument(
+        "--broker", metavar="URL", help="subscribe at mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+    )
+    broker.add_argument("--topic", default="vehicles/+/telemetry", help="topic filter (default: %(default)s)")
+    broker.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    broker.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    broker.add_argument("--ca", metavar="FILE", type=Path, help="CA certificate of the broker (mqtts)")
+    broker.add_argument("--cert", metavar="FILE", type=Path, help="client certificate (mqtts)")
+    broker.add_argument("--key", metavar="FILE", type=Path, help="client certificate's private key (mqtts)")
+    broker.add_argument("--save", metavar="DUMP", type=Path, help="also append every message to this dump")
+    output = parser.add_argument_group("output")
+    output.add_argument("--format", choices=("jsonl", "csv", "none"), default="jsonl", help="sample format")
+    output.add_argument("-o", "--output", metavar="FILE", type=Path, help="write samples here, not to stdout")
+    output.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="accept byte-identical re-deliveries of a batch (MQTT QoS 1 is at-least-once)",
+    )
+    parser.set_defaults(func=_do_verify)
+
+
+def _open_output(path: Path | None, stack: contextlib.ExitStack, mode: str = "w") -> IO[str]:
+    if path is None:
+        return sys.stdout
+    try:
+        return stack.enter_context(path.open(mode, encoding="utf-8", newline=""))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot open for writing: {exc.strerror}") from exc
+
+
+def _do_verify(args: argparse.Namespace) -> int:
+    from firmware_agent.telemetry.keys import load_verification_keys
+    from firmware_agent.telemetry.verify import (
+        DumpWriter,
+        Problem,
+        SampleWriter,
+        TelemetryVerifier,
+        read_dump,
+    )
+
+    if bool(args.inputs) == bool(args.broker):
+        raise UserError("give either dump files or --broker URL")
+    if not args.broker and (args.save or args.count is not None or args.timeout is not None):
+        raise UserError("--save, --count and --timeout need --broker")
+    keys = load_verification_keys(args.public_key)
+    verifier = TelemetryVerifier(keys, allow_duplicates=args.allow_duplicates)
+    with contextlib.ExitStack() as stack:
+        samples = None
+        if args.format != "none":
+            samples = SampleWriter(_open_output(args.output, stack), args.format)
+        saver = DumpWriter(_open_output(args.save, stack, "a")) if args.save else None
+        if args.broker:
+            messages = _from_broker(args, stack)
+        else:
+            messages = (item for path in args.inputs for item in read_dump(path))
+        expected = args.count
+        try:
+            for topic, message, source in messages:
+                if saver is not None:
+                    saver.write(topic, message)
+                result = verifier.check(topic, message, source)
+                if isinstance(result, Problem):
+                    print(result, file=sys.stderr)
+                elif samples is not None:
+                    samples.write(result)
+        except KeyboardInterrupt:
+            pass  # report what arrived so far
+        for gap in verifier.finish():
+            print(gap, file=sys.stderr)
+        if expected is not None and verifier.received < expected:
+            problem = f"timeout: received {verifier.received} of {expected} messages"
+            verifier.problems.append(Problem("timeout", args.topic, problem))
+            print(verifier.problems[-1], file=sys.stderr)
+    duplicates = f", {verifier.duplicates} duplicates" if verifier.duplicates else ""
+    print(
+        f"verify: {verifier.received} messages, {verifier.verified} verified{duplicates}, "
+        f"{len(verifier.problems)} problems",
+        file=sys.stderr,
+    )
+    return 1 if verifier.problems else 0
+
+
+def _from_broker(args: argparse.Namespace, stack: contextlib.ExitStack) -> Iterator[tuple[str, bytes, str]]:
+    from firmware_agent.telemetry.broker import BrokerConfig
+    from firmware_agent.telemetry.subscriber import Subscriber
+
+    config = BrokerConfig(args.broker, ca_file=args.ca, cert_file=args.cert, key_file=args.key)
+    subscriber = stack.enter_context(Subscriber(config, [args.topic]))
+    print(f"verify: subscribed to {args.topic} at {args.broker}", file=sys.stderr, flush=True)
+    for topic, message in subscriber.messages(count=args.count, timeout=args.timeout):
+        yield topic, message, ""
