@@ -7,8 +7,12 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware_agent.telemetry.cose import Signer, unverified_payload
 from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
+from firmware_agent.telemetry.payload import decode_payload
+from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.values import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL, Batch, Sample
 
 
@@ -98,3 +102,21 @@ def test_batch_larger_than_the_bound_is_rejected_without_consuming_seq(tmp_path:
         assert outbox.commit(_batch()) == 1
         assert outbox.counters()["rejected"] == 1
         assert outbox.counters()["evicted"] == 1, "it tried: the small batch went first"
+
+
+def test_eviction_counters_ride_in_the_next_payload(tmp_path: Path) -> None:
+    holder: list[Outbox] = []
+    sealer = BatchSealer(
+        "veh-0001", Signer(Ed25519PrivateKey.generate()), counters=lambda: holder[0].counters()
+    )
+    with Outbox(tmp_path / "o.db", sealer, max_bytes=128 * 1024) as outbox:
+        holder.append(outbox)
+        for i in range(100):
+            batch = Batch()
+            for j in range(100):
+                batch.add(Sample(1.7e9 + i + j / 100, "Vehicle.Speed", float(i * j)))
+            outbox.commit(batch)
+        latest = outbox.pending(1, after_seq=outbox.next_seq() - 2)[0]
+        counters = decode_payload(unverified_payload(latest.data)).counters
+        assert counters is not None and counters["evicted"] > 0 and counters["disk_full"] > 0
+        assert counters["committed"] == 99, "the counters as of the commit before this one"
