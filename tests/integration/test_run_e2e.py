@@ -1,0 +1,230 @@
+"""`firmware-agent run` end to end: a real capture through the whole agent to a real mosquitto.
+
+Every batch is verified with pycose (an independent COSE implementation) and the samples are compared
+with a direct cantools decode of the same capture. The agent runs as a subprocess, exactly as the CLI
+contract says, so that it can be killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import can
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware_agent.decode.catalog import Catalog
+from firmware_agent.telemetry.keys import generate_private_key
+from firmware_agent.telemetry.payload import Payload
+from firmware_agent.telemetry.subscriber import Subscriber
+from tests.integration.mosquitto import Mosquitto, backend_broker, vehicle_broker
+from tests.integration.pki import Pki
+from tests.integration.telemetry_helpers import pycose_verify
+
+VEHICLE = "veh-0001"
+AGENT = [sys.executable, "-m", "firmware_agent"]
+
+#: (timestamp rounded to the microsecond, value) per signal name.
+Series = dict[str, list[tuple[float, object]]]
+
+
+@pytest.fixture(scope="module")
+def rav4_expected(rav4_capture: Path, rav4_dbc_specs: list[str]) -> Series:
+    """What the agent must deliver for the RAV4 capture with `--collect all`: cantools, frame by frame."""
+    catalog = Catalog.from_specs(rav4_dbc_specs, warn_stream=None)
+    series: Series = defaultdict(list)
+    for frame in can.LogReader(str(rav4_capture)):
+        message = catalog.lookup(str(frame.channel), frame.arbitration_id, frame.is_extended_id)
+        if message is None:
+            continue
+        try:
+            decoded = message.decode(frame.data, decode_choices=True)
+        except Exception:
+            continue  # cantools refuses it: the agent skips it too
+        for signal_name, value in decoded.items():
+            plain = str(value.name) if hasattr(value, "name") else value
+            series[f"{message.name}.{signal_name}"].append((round(frame.timestamp, 6), plain))
+    return {name: sorted(points, key=lambda p: p[0]) for name, points in series.items()}
+
+
+def agent_command(
+    broker_url: str, key: Path, state: Path, source: str, dbc: list[str], *extra: str
+) -> list[str]:
+    command = [*AGENT, "run", "--source", source, "--collect", "all", "--broker", broker_url]
+    command += ["--vehicle-id", VEHICLE, "--signing-key", str(key), "--state-dir", str(state)]
+    for spec in dbc:
+        command += ["--dbc", spec]
+    return command + list(extra)
+
+
+def receive_all(subscriber: Subscriber, key: Ed25519PrivateKey, quiet: float = 2.0) -> Iterator[Payload]:
+    """Every message until none arrives for `quiet` seconds, verified with pycose."""
+    while (item := subscriber.get(quiet)) is not None:
+        topic, message = item
+        assert topic == f"vehicles/{VEHICLE}/telemetry"
+        yield pycose_verify(message, topic, key)
+
+
+def series_of(payloads: list[Payload]) -> Series:
+    """Samples per signal from payloads, each batch counted once (QoS 1 may deliver a batch twice)."""
+    by_seq = {payload.seq: payload for payload in payloads}
+    series: Series = defaultdict(list)
+    for payload in by_seq.values():
+        for sample in payload.samples():
+            series[sample.name].append((round(sample.timestamp, 6), sample.value))
+    return {name: sorted(points, key=lambda p: p[0]) for name, points in series.items()}
+
+
+def assert_same_payload_per_seq(payloads: list[Payload]) -> None:
+    """A sequence number is never reused: two deliveries of one seq carry the same batch."""
+    seen: dict[int, Payload] = {}
+    for payload in payloads:
+        first = seen.setdefault(payload.seq, payload)
+        assert (first.t0, first.signals) == (payload.t0, payload.signals), f"seq {payload.seq} reused"
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> tuple[Path, Ed25519PrivateKey]:
+    path = tmp_path / "signing-key.pem"
+    return path, generate_private_key(path)
+
+
+def test_rav4_capture_end_to_end(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    key: tuple[Path, Ed25519PrivateKey],
+    rav4_capture: Path,
+    rav4_dbc_specs: list[str],
+    rav4_expected: Series,
+) -> None:
+    key_path, private = key
+    command = agent_command(
+        mosquitto.url, key_path, tmp_path / "state", f"replay:{rav4_capture}", rav4_dbc_specs, "--exit-at-end"
+    )
+    with Subscriber(backend_broker(mosquitto), ["vehicles/+/telemetry"]) as subscriber:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+        payloads = list(receive_all(subscriber, private))
+    assert sorted(p.seq for p in payloads) == list(range(len(payloads)))
+    got = series_of(payloads)
+    assert got.keys() == rav4_expected.keys()
+    for name, points in rav4_expected.items():
+        assert got[name] == points, name
+    total = sum(len(points) for points in rav4_expected.values())
+    last = max(payloads, key=lambda p: p.seq)
+    assert last.counters is not None
+    assert last.counters["decode.samples"] == total
+    assert last.counters[f"bus.{rav4_capture.name}.frames_in"] == 135468
+    assert last.counters[f"bus.{rav4_capture.name}.frames_dropped"] == 0
+    # The health file the agent keeps for operators.
+    assert '"outbox_pending": 0' in (tmp_path / "state" / "health.json").read_text()
+
+
+def test_broker_restart_mid_run_loses_nothing(
+    mosquitto_persistent: Mosquitto,
+    tmp_path: Path,
+    key: tuple[Path, Ed25519PrivateKey],
+    rav4_capture: Path,
+    rav4_dbc_specs: list[str],
+    rav4_expected: Series,
+) -> None:
+    key_path, private = key
+    broker = mosquitto_persistent
+    source = f"replay:{rav4_capture}?speed=15"  # 60 s of driving in about 4 s
+    command = agent_command(broker.url, key_path, tmp_path / "state", source, rav4_dbc_specs, "--exit-at-end")
+    with Subscriber(backend_broker(broker), ["vehicles/+/telemetry"], "backend", session_expiry=600) as sub:
+        agent = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            first = next(receive_all(sub, private, quiet=30.0))  # the agent is publishing
+            broker.stop()
+            time.sleep(2.0)
+            broker.start()
+            _, stderr = agent.communicate(timeout=240)
+        finally:
+            agent.kill()
+        assert agent.returncode == 0, stderr
+        payloads = [first, *receive_all(sub, private, quiet=5.0)]
+    assert_same_payload_per_seq(payloads)
+    seqs = {p.seq for p in payloads}
+    assert seqs == set(range(max(seqs) + 1)), "seq not contiguous"
+    assert series_of(payloads) == rav4_expected
+
+
+def test_kill_9_and_restart_loses_nothing_and_reuses_no_seq(
+    mosquitto_persistent: Mosquitto,
+    tmp_path: Path,
+    key: tuple[Path, Ed25519PrivateKey],
+    rav4_capture: Path,
+    rav4_dbc_specs: list[str],
+    rav4_expected: Series,
+) -> None:
+    key_path, private = key
+    broker = mosquitto_persistent
+    state = tmp_path / "state"
+    with Subscriber(backend_broker(broker), ["vehicles/+/telemetry"], "backend", session_expiry=600) as sub:
+        slow = agent_command(broker.url, key_path, state, f"replay:{rav4_capture}?speed=10", rav4_dbc_specs)
+        agent = subprocess.Popen(slow, stderr=subprocess.DEVNULL)
+        try:
+            first = next(receive_all(sub, private, quiet=30.0))
+            time.sleep(1.0)
+        finally:
+            os.kill(agent.pid, signal.SIGKILL)
+            agent.wait()
+        before_restart = [first, *receive_all(sub, private, quiet=1.0)]
+        fast = agent_command(
+            broker.url, key_path, state, f"replay:{rav4_capture}", rav4_dbc_specs, "--exit-at-end"
+        )
+        done = subprocess.run(fast, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+        after_restart = list(receive_all(sub, private))
+    payloads = before_restart + after_restart
+    assert_same_payload_per_seq(payloads)
+    seqs = {p.seq for p in payloads}
+    assert seqs == set(range(max(seqs) + 1)), "a committed batch was lost or a seq skipped"
+    killed_run_max = max(p.seq for p in before_restart)
+    # The restarted agent replays the whole capture again under new sequence numbers.
+    second_run = [p for p in after_restart if p.seq > killed_run_max]
+    assert series_of(second_run) == rav4_expected
+
+
+def test_tls_client_certificate_and_config_file(
+    mosquitto_tls: Mosquitto,
+    pki: Pki,
+    tmp_path: Path,
+    key: tuple[Path, Ed25519PrivateKey],
+    rav4_capture: Path,
+    rav4_dbc_specs: list[str],
+) -> None:
+    key_path, private = key
+    files = vehicle_broker(mosquitto_tls, VEHICLE)
+    campaign = tmp_path / "campaign.toml"
+    campaign.write_text(
+        '[[campaign]]\nname = "speed"\nmode = "all"\nsignals = ["WHEEL_SPEEDS.WHEEL_SPEED_FL"]\n'
+    )
+    config = tmp_path / "agent.toml"
+    dbc = ", ".join(f'"{spec}"' for spec in rav4_dbc_specs)
+    config.write_text(
+        f'vehicle_id = "{VEHICLE}"\n'
+        f'sources = ["replay:{rav4_capture}"]\n'
+        f"dbc = [{dbc}]\n"
+        f'collect = "{campaign}"\n'
+        f'signing_key = "{key_path}"\n'
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[broker]\nurl = "{mosquitto_tls.url}"\n'
+        f'ca_file = "{files.ca_file}"\ncert_file = "{files.cert_file}"\nkey_file = "{files.key_file}"\n'
+    )
+    with Subscriber(backend_broker(mosquitto_tls), ["vehicles/+/telemetry"]) as subscriber:
+        command = [*AGENT, "run", "--config", str(config), "--exit-at-end"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+        payloads = list(receive_all(subscriber, private))
+    names = {name for payload in payloads for name in payload.signals}
+    assert names == {"WHEEL_SPEEDS.WHEEL_SPEED_FL"}
+    assert all(p.campaign == "speed" for p in payloads if p.signals)
