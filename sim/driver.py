@@ -153,8 +153,8 @@ class Driver:
             elif brake_point < v * b.coast_time:
                 self._committed = self._committed or target == 0.0
                 wanted = min(wanted, COAST)  # foot off the pedal: let regeneration slow the car
-        if self._emergency_at is not None and self._emergency_at - self._position < 50:
-            wanted = min(wanted, -9.5)
+        if self._emergency_at is not None and self._emergency_at - self._position < v * v / 19.0 + 1.0:
+            wanted = min(wanted, -9.5)  # after ~0.9 s of reaction: full stop
         return wanted
 
     def _pedals(self, wanted: float, state: VehicleState, dt: float) -> None:
@@ -234,6 +234,14 @@ class Driver:
     def depart(self, state: VehicleState) -> None:
         """Shift out of P into the persona's drive gear (brake held) to begin the trip."""
         state.gear = GEAR_R if self.segment.direction < 0 else self.drive_gear
+
+    def emergency_stop(self, state: VehicleState) -> bool:
+        """An obstacle appears just ahead: stop as hard as the car can (ABS). False when not moving yet."""
+        v = abs(state.speed)
+        if self._emergency_at is not None or v < 5.0 or self._waiting_until is not None:
+            return False
+        self._emergency_at = self._position + v * 0.9 + v * v / (2 * 9.5)
+        return True
 
     def _maybe_emergency(self, dt: float, v: float) -> None:
         if self._emergency_at is None and v > 12.0 and self.segment.road != "parking":

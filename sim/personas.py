@@ -306,4 +306,4 @@ def find_persona(spec: str | int) -> Persona:
         if text in (str(persona.number), persona.name):
             return persona
     known = ", ".join(f"{p.number}={p.name}" for p in PERSONAS)
-    raise UserError(f"--driver {spec}: unknown driver (known: {known})")
+    raise UserError(f"unknown driver {spec!r} (known: {known})")

@@ -120,4 +120,4 @@ def find_scenario(name: str) -> Scenario:
         if scenario.name == name.strip().lower():
             return scenario
     known = ", ".join(s.name for s in SCENARIOS)
-    raise UserError(f"--scenario {name}: unknown scenario (known: {known})")
+    raise UserError(f"unknown scenario {name!r} (known: {known})")

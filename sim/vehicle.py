@@ -73,11 +73,19 @@ def _limits(message: Message) -> tuple[tuple[str, float, float], ...]:
 
 
 class Simulation:
-    """One simulated trip: persona, scenario, seed, duration and faults in; frames and ground truth out."""
+    """One simulated trip: persona, scenario, seed, duration and faults in; frames and ground truth out.
+
+    `driver` is the persona who drives (number, name or `Persona`); `key_owner` the persona whose key,
+    infotainment profile and seat slot the car sees (default: the driver, or for the borrowed-key scenario
+    persona 1, or 2 when persona 1 drives). `channels` renames buses (`{"powertrain": "vcan0"}`).
+    `hard_brakes` are seconds at which an obstacle forces an emergency stop (ABS), as soon as the car
+    is moving at that time or later.
+    Ground truth for tests: `persona`, `key_owner`, `borrowed`, and after `frames()` ran, `injected`.
+    """
 
     def __init__(
         self,
-        persona: Persona | str | int = 1,
+        driver: Persona | str | int = 1,
         scenario: Scenario | str = "city",
         seed: int = 0,
         duration: float = 120.0,
@@ -85,8 +93,9 @@ class Simulation:
         key_owner: Persona | str | int | None = None,
         start_time: float = DEFAULT_EPOCH,
         channels: dict[str, str] | None = None,
+        hard_brakes: Sequence[float] = (),
     ) -> None:
-        self.persona = persona if isinstance(persona, Persona) else find_persona(persona)
+        self.persona = driver if isinstance(driver, Persona) else find_persona(driver)
         self.scenario = scenario if isinstance(scenario, Scenario) else find_scenario(scenario)
         if key_owner is None and self.scenario.borrowed_key:
             key_owner = PERSONAS[1] if self.persona.number == 1 else PERSONAS[0]
@@ -98,6 +107,7 @@ class Simulation:
         self.start_time = float(start_time)
         self.channels = {bus: bus for bus in BUS_NAMES} | dict(channels or {})
         self.faults = list(faults)
+        self.hard_brakes = sorted(hard_brakes)
         self.databases = load_databases()
         self.injected: list[InjectedFault] = []
 
@@ -158,6 +168,7 @@ class Simulation:
         event_message = self.databases["infotainment"].get_message_by_name("HU_PROFILE_EVENT")
         events_sent = 0
         pull_over_from = self.duration - CLOSING_TIME if self.duration >= 40 else None
+        hard_brakes = list(self.hard_brakes)
         heap: list[tuple[float, int, can.Message]] = []
         sequence = 0
         start = self.start_time
@@ -174,6 +185,8 @@ class Simulation:
                     braking_time = abs(model.state.speed) / trip.brake_decel + 4.0
                     if now >= pull_over_from - braking_time:
                         driver.pull_over(model.state)
+                if hard_brakes and now >= hard_brakes[0] and driver.emergency_stop(model.state):
+                    hard_brakes.pop(0)
                 driver.step(now, TICK, model.state)
             model.step(TICK, driver.accel_pedal, driver.brake_pedal, driver.steering_angle)
             cabin.step(now, TICK, abs(model.state.speed) * 3.6, driver.road, driver.parked_at)
