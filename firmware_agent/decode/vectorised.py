@@ -67,6 +67,7 @@ class Skipped:
     message: str | None
     reason: str
     count: int
+    first_row: int  # position in the batch of the first such frame
 
 
 @dataclass
@@ -111,18 +112,18 @@ class VectorDecoder:
             extended = bool(batch.is_extended[row])
             if special[row]:
                 reason = SKIP_ERROR_FRAME if batch.is_error[row] else SKIP_REMOTE
-                skipped.append(Skipped(channel, frame_id, extended, None, reason, len(rows)))
+                skipped.append(Skipped(channel, frame_id, extended, None, reason, len(rows), row))
                 continue
             message = self.catalog.lookup(channel, frame_id, extended)
             if message is None:
-                skipped.append(Skipped(channel, frame_id, extended, None, SKIP_UNKNOWN_ID, len(rows)))
+                skipped.append(Skipped(channel, frame_id, extended, None, SKIP_UNKNOWN_ID, len(rows), row))
                 continue
             if self.messages is not None and message.name not in self.messages:
                 continue
             layout = self._layout(message)
             group, failures = layout.decode(batch, rows, self.decode_choices)
-            for reason, count in failures.items():
-                skipped.append(Skipped(channel, frame_id, extended, message.name, reason, count))
+            for reason, (count, first) in failures.items():
+                skipped.append(Skipped(channel, frame_id, extended, message.name, reason, count, first))
             if len(group.rows):
                 groups.append(
                     DecodedGroup(
@@ -196,12 +197,13 @@ class _CompiledLayout:
 
     def decode(
         self, batch: FrameBatch, rows: np.ndarray, decode_choices: bool
-    ) -> tuple[_Group, dict[str, int]]:
+    ) -> tuple[_Group, dict[str, tuple[int, int]]]:
+        """Decode the batch rows `rows`; failures map a skip reason to (count, first row)."""
         length = self.layout.length
-        failures: dict[str, int] = {}
+        failures: dict[str, tuple[int, int]] = {}
         short = batch.length[rows] < length
         if short.any():
-            failures[SKIP_TOO_SHORT] = int(short.sum())
+            failures[SKIP_TOO_SHORT] = (int(short.sum()), int(rows[short][0]))
             rows = rows[~short]
         count = len(rows)
         payload = (
@@ -213,7 +215,8 @@ class _CompiledLayout:
         self._decode_node(self.layout.root, np.arange(count), words, decode_choices, columns, failed, count)
         keep = failed == 0
         for code in np.unique(failed[~keep]).tolist():
-            failures[_REASONS[code]] = failures.get(_REASONS[code], 0) + int((failed == code).sum())
+            hit = failed == code
+            failures[_REASONS[code]] = (int(hit.sum()), int(rows[hit][0]))
         signals: dict[str, SignalColumn] = {}
         all_kept = bool(keep.all())
         for name in self.order:

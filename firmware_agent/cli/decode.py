@@ -1,0 +1,154 @@
+"""`firmware-agent decode CAPTURE... --dbc [CHANNEL=]FILE ...`: decode recorded bus captures."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from firmware_agent.errors import UserError
+
+FORMATS = ("jsonl", "csv", "parquet")
+#: Captures at least this big get a progress line when stderr is a terminal.
+PROGRESS_MIN_BYTES = 32 << 20
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register `decode`."""
+    parser = subparsers.add_parser(
+        "decode",
+        help="decode CAN captures (candump, ASC, BLF, TRC, CSV, MF4) through DBC files",
+        description=(
+            "Decode recorded CAN captures through DBC/ARXML/KCD/SYM databases. Output is jsonl by default "
+            "(the summary table when stdout is a terminal); frames that cannot be decoded are skipped and "
+            "counted on stderr."
+        ),
+    )
+    parser.add_argument(
+        "captures", nargs="+", metavar="CAPTURE", help="capture file, or - for candump on stdin"
+    )
+    parser.add_argument(
+        "--dbc",
+        action="append",
+        metavar="[CHANNEL=]FILE",
+        help="database for every channel, or CHANNEL=FILE for one (repeatable; one channel's files merge); "
+        "default: the vehicle's own DBCs",
+    )
+    parser.add_argument("--format", choices=FORMATS, help="output format (default jsonl)")
+    parser.add_argument("--summary", action="store_true", help="print a table per message instead of records")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    parser.add_argument("--message", action="append", metavar="NAME", help="only this message (repeatable)")
+    parser.add_argument(
+        "--signal",
+        action="append",
+        metavar="NAME",
+        help="only this signal, NAME or MESSAGE.NAME (repeatable)",
+    )
+    parser.add_argument("--no-choices", action="store_true", help="raw numbers instead of value-table names")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="malformed lines and frames of known messages that fail are fatal",
+    )
+    parser.add_argument(
+        "--bitrate",
+        type=int,
+        default=500_000,
+        metavar="BPS",
+        help="nominal bitrate for the bus-load estimate",
+    )
+    parser.set_defaults(func=_do_decode)
+
+
+def _do_decode(args: argparse.Namespace) -> int:
+    from firmware_agent.decode.readers import detect_format
+    from firmware_agent.decode.startup import import_python_can
+
+    formats = [detect_format(path) for path in args.captures]
+    import_python_can(need_mf4="MF4" in formats)
+
+    from firmware_agent.decode.catalog import Catalog
+    from firmware_agent.decode.pipeline import DecodeOptions, decode_captures, progress_printer
+    from firmware_agent.decode.summary import Summary
+
+    if args.captures.count("-") > 1:
+        raise UserError("stdin (-) can be read only once")
+    catalog = Catalog.from_specs(_dbc_specs(args.dbc))
+    summary_only = args.summary or (args.format is None and args.output is None and sys.stdout.isatty())
+    options = DecodeOptions(
+        decode_choices=not args.no_choices,
+        messages=set(args.message) if args.message else None,
+        signals=set(args.signal) if args.signal else None,
+        strict=args.strict,
+        progress=progress_printer() if _wants_progress(args.captures) else None,
+    )
+    summary = Summary(bitrate=args.bitrate)
+    format_name = args.format or "jsonl"
+    text_output = args.output if summary_only or format_name != "parquet" else None
+    with _Output(text_output) as out:
+        writer = None if summary_only else _writer(format_name, args.output, out)
+        try:
+            decode_captures(args.captures, catalog, options, writer, summary)
+        finally:
+            if options.progress is not None:
+                sys.stderr.write("\n")
+            if writer is not None:
+                writer.close()
+        if summary_only:
+            summary.render(out)
+    for line in options.malformed:
+        print(line, file=sys.stderr)
+    if not summary_only:
+        print(summary.skip_line(), file=sys.stderr)
+    return 0
+
+
+def _dbc_specs(given: list[str] | None) -> list[str]:
+    if given:
+        return given
+    from firmware_agent.vehicle import default_dbc_specs
+
+    try:
+        return default_dbc_specs()
+    except FileNotFoundError as exc:
+        raise UserError(f"no --dbc given and {exc}") from None
+
+
+def _wants_progress(paths: list[str]) -> bool:
+    if not sys.stderr.isatty():
+        return False
+    sizes = [os.path.getsize(path) for path in paths if path != "-" and os.path.isfile(path)]
+    return sum(sizes) >= PROGRESS_MIN_BYTES
+
+
+def _writer(format_name: str, output: str | None, out: TextIO) -> Any:
+    from firmware_agent.decode.writers import CsvWriter, JsonlWriter, ParquetWriter
+
+    if format_name == "parquet":
+        if output is None:
+            raise UserError("--format parquet needs -o FILE")
+        return ParquetWriter(Path(output))
+    return CsvWriter(out) if format_name == "csv" else JsonlWriter(out)
+
+
+class _Output:
+    """stdout, or the `-o` file for text output."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+
+    def __enter__(self) -> TextIO:
+        if self.path is None:
+            return sys.stdout
+        try:
+            self._file = open(self.path, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
+        return self._file
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,145 @@
+"""Decoding whole captures: read batches (in a background thread), decode, filter, write, count.
+
+The reader runs one batch ahead in a thread: numpy and pyarrow release the GIL for their heavy loops,
+so parsing the next block overlaps decoding and writing this one on a two-core machine. At most two
+batches wait in the queue, which with the readers' block size keeps memory bounded however long the
+capture is.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TextIO, TypeVar
+
+from firmware_agent.decode.catalog import Catalog
+from firmware_agent.decode.readers import open_capture
+from firmware_agent.decode.readers.frames import FrameBatch
+from firmware_agent.decode.summary import Summary
+from firmware_agent.decode.vectorised import DecodedGroup, VectorDecoder
+from firmware_agent.decode.writers import RecordWriter
+from firmware_agent.errors import UserError
+
+T = TypeVar("T")
+_SKIPS_FATAL_WHEN_STRICT = {"too short", "undefined multiplexer value", "signals do not fit the message"}
+
+
+@dataclass
+class DecodeOptions:
+    """What `firmware-agent decode` was asked to do (everything but the input and output)."""
+
+    decode_choices: bool = True
+    messages: set[str] | None = None
+    signals: set[str] | None = None
+    strict: bool = False
+    progress: Callable[[str, int | None, int | None, int], None] | None = None
+    malformed: list[str] = field(default_factory=list)
+
+
+def decode_captures(
+    paths: Iterable[str],
+    catalog: Catalog,
+    options: DecodeOptions,
+    writer: RecordWriter | None,
+    summary: Summary,
+) -> None:
+    """Decode each capture in turn into `writer` (None: count only) and `summary`."""
+    decoder = VectorDecoder(catalog, options.decode_choices, options.messages)
+    for path in paths:
+        capture = open_capture(path, strict=options.strict)
+        frames_before = 0
+        for batch in _prefetch(capture):
+            result = decoder.decode(batch)
+            if options.strict:
+                _fail_on_decode_errors(capture.name, batch, result.skipped, frames_before)
+            summary.add(batch, result)
+            if writer is not None:
+                writer.write(_select_signals(result.groups, options.signals))
+            frames_before += len(batch)
+            if options.progress is not None:
+                options.progress(capture.name, capture.position(), capture.size, frames_before)
+        stats = capture.stats
+        if stats.malformed:
+            lines = ", ".join(str(n) for n in stats.malformed_lines)
+            more = ", ..." if stats.malformed > len(stats.malformed_lines) else ""
+            options.malformed.append(
+                f"{capture.name}: skipped {stats.malformed:,} malformed line(s) (line {lines}{more})"
+            )
+
+
+def _fail_on_decode_errors(name: str, batch: FrameBatch, skipped: list, frames_before: int) -> None:
+    for skip in skipped:
+        if skip.reason in _SKIPS_FATAL_WHEN_STRICT:
+            frame = batch.message(skip.first_row)
+            raise UserError(
+                f"{name}: frame {frames_before + skip.first_row + 1} ({frame.channel} 0x{frame.arbitration_id:X} "
+                f"{skip.message} at {frame.timestamp:.6f}): {skip.reason}"
+            )
+
+
+def _select_signals(groups: list[DecodedGroup], signals: set[str] | None) -> list[DecodedGroup]:
+    if signals is None:
+        return groups
+    selected = []
+    for group in groups:
+        kept = {
+            name: column
+            for name, column in group.signals.items()
+            if name in signals or f"{group.message.name}.{name}" in signals
+        }
+        if kept:
+            selected.append(
+                DecodedGroup(
+                    group.message, group.channel, group.arbitration_id, group.rows, group.timestamp, kept
+                )
+            )
+    return selected
+
+
+def _prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate `items` in a background thread, at most `depth` ahead; its exceptions re-raise here."""
+    pending: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        pending.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            pending.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            pending.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="capture-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = pending.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                assert isinstance(value, BaseException)
+                raise value
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+
+
+def progress_printer(stream: TextIO = sys.stderr) -> Callable[[str, int | None, int | None, int], None]:
+    """A one-line progress display for a terminal."""
+
+    def show(name: str, position: int | None, size: int | None, frames: int) -> None:
+        share = f"{100 * position / size:5.1f} % " if position is not None and size else ""
+        stream.write(f"\r{name}: {share}{frames:,} frames")
+        stream.flush()
+
+    return show
