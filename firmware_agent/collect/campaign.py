@@ -295,9 +295,8 @@ class _TableReader:
         raw = self.table.get("condition")
         if not isinstance(raw, str) or not raw.strip():
             self.fail("condition", 'required for mode "triggered", e.g. "Vehicle.Speed > 120"')
-        resolve = self.names.resolve if self.names is not None else None
         try:
-            return parse_condition(raw, resolve)
+            return parse_condition(raw, self.names)
         except ConditionError as exc:
             self.fail("condition", str(exc))
 

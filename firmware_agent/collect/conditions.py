@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from firmware_agent.collect.names import SignalNames
 from firmware_agent.values import Sample, SignalValue
 
 #: The longest rolling window accepted, in seconds.
@@ -225,25 +226,24 @@ _FOLD: dict[str, Callable[[float, float], float]] = {
     "/": operator.truediv,
 }
 
-#: Maps a name as written to the telemetry name samples carry; raises LookupError (message) if unknown.
-Resolver = Callable[[str], str]
 
-
-def parse_condition(text: str, resolve: Resolver | None = None) -> Expression:
+def parse_condition(text: str, names: SignalNames | None = None) -> Expression:
     """Parse and type-check a condition. Raises `ConditionError` naming the column at fault.
 
-    `resolve` turns each signal name as written into the name samples carry (e.g. `MESSAGE.Signal` to
-    its VSS path) and rejects unknown ones by raising `LookupError` with a one-line message.
+    With `names`, each signal name as written becomes the name samples carry (e.g. `MESSAGE.Signal` to
+    its VSS path), unknown names are rejected, and so are comparisons that can never hold: a name that is
+    not in the signal's value table, a signal without a value table compared with a name, a signal whose
+    every value is named compared with a number.
     """
-    parser = _Parser(text, resolve)
+    parser = _Parser(text, names)
     return Expression(text, parser.parse(), frozenset(parser.signals))
 
 
 class _Parser:
-    def __init__(self, text: str, resolve: Resolver | None) -> None:
+    def __init__(self, text: str, names: SignalNames | None) -> None:
         self.tokens = tokenize(text)
         self.index = 0
-        self.resolve = resolve
+        self.names = names
         self.signals: set[str] = set()
 
     # -- token helpers ---------------------------------------------------------------------------------
@@ -324,6 +324,8 @@ class _Parser:
                 raise ConditionError(problem, node.column)
         if STR in (left_kind, right_kind) and NUM in (left_kind, right_kind):
             raise ConditionError("a number never equals a name", token.column)
+        self.check_value_table(left, right)
+        self.check_value_table(right, left)
         return Compare(left.column, token.text, left, right), BOOL
 
     def sum(self) -> tuple[Node, str]:
@@ -399,13 +401,30 @@ class _Parser:
     # -- checks ----------------------------------------------------------------------------------------
     def signal(self, token: Token) -> str:
         name = token.text
-        if self.resolve is not None:
+        if self.names is not None:
             try:
-                name = self.resolve(name)
+                name = self.names.resolve(name)
             except LookupError as exc:
                 raise ConditionError(str(exc.args[0] if exc.args else exc), token.column) from None
         self.signals.add(name)
         return name
+
+    def check_value_table(self, signal: Node, other: Node) -> None:
+        names = self.names
+        if names is None or names.known is None or not isinstance(signal, Signal):
+            return
+        named = names.choices.get(signal.name)
+        if isinstance(other, String):
+            if named is None:
+                raise ConditionError(f"{signal.name!r} has no named values to compare with", other.column)
+            if other.value not in named:
+                values = ", ".join(sorted(named))
+                problem = f"{other.value!r} is not a named value of {signal.name!r} (named values: {values})"
+                raise ConditionError(problem, other.column)
+        elif isinstance(other, Number) and named is not None and signal.name in names.fully_named:
+            example = sorted(named)[0]
+            problem = f"{signal.name!r} always decodes to a name: compare with one, e.g. == {example!r}"
+            raise ConditionError(problem, other.column)
 
     @staticmethod
     def require(node: Node, kind: str, wanted: str, problem: str, token: Token | None = None) -> None:

@@ -24,17 +24,24 @@ class SignalNames:
     """`known`: every sample name the decoder can produce (None: accept any name).
 
     `aliases`: `MESSAGE.Signal` -> VSS path for every mapped signal, so either spelling resolves to the
-    name samples carry.
+    name samples carry. `choices` and `fully_named` let conditions check comparisons with value-table
+    names (the decode stage turns a named raw value into its name).
     """
 
     known: frozenset[str] | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)
+    #: Sample name -> the value-table names it can decode to (signals with a value table only).
+    choices: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Signals whose every raw value is named: they never decode to a number.
+    fully_named: frozenset[str] = frozenset()
 
     @classmethod
     def from_catalog(cls, catalog: Catalog, vss: VssMap | None = None) -> SignalNames:
         """Every signal of every message in `catalog`, named as the decode stage names it."""
         known: set[str] = set()
         aliases: dict[str, str] = {}
+        choices: dict[str, frozenset[str]] = {}
+        fully_named: set[str] = set()
         for _, message in catalog.all_messages():
             for signal in message.signals:
                 key = f"{message.name}.{signal.name}"
@@ -42,7 +49,11 @@ class SignalNames:
                 known.add(name)
                 if name != key:
                     aliases[key] = name
-        return cls(frozenset(known), aliases)
+                if signal.choices:
+                    choices[name] = frozenset(str(choice) for choice in signal.choices.values())
+                    if signal.length <= 16 and len(signal.choices) >= 2**signal.length:
+                        fully_named.add(name)
+        return cls(frozenset(known), aliases, choices, frozenset(fully_named))
 
     @classmethod
     def from_vss(cls, vss: VssMap) -> SignalNames:

@@ -216,3 +216,42 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
 def test_without_known_names_any_name_is_accepted_but_wildcards_are_not(tmp_path: Path) -> None:
     path = write(tmp_path, '[[campaign]]\nname = "b"\nmode = "all"\nsignals = ["Anything.Goes", "X.*"]\n')
     assert error(path) == f"{path}:4: campaign 'b': signals: 'X.*': a wildcard needs the vehicle's databases"
+
+
+def triggered(condition: str) -> str:
+    header = '[[campaign]]\nname = "t"\nmode = "triggered"\n'
+    return header + f'condition = "{condition}"\nsignals = ["Vehicle.Speed"]\n'
+
+
+@pytest.mark.parametrize(
+    ("condition", "problem"),
+    [
+        (
+            "Vehicle.ADAS.ABS.IsEngaged == 1",
+            "'Vehicle.ADAS.ABS.IsEngaged' always decodes to a name: compare with one, e.g. == 'active' "
+            "at column 31",
+        ),
+        (
+            "Vehicle.Powertrain.Transmission.SelectedGear == 'X'",
+            "'X' is not a named value of 'Vehicle.Powertrain.Transmission.SelectedGear' "
+            "(named values: B, D, N, P, R, invalid) at column 49",
+        ),
+        ("'fast' != Vehicle.Speed", "'Vehicle.Speed' has no named values to compare with at column 1"),
+    ],
+)
+def test_conditions_are_checked_against_value_tables(
+    names: SignalNames, condition: str, problem: str
+) -> None:
+    text = triggered(condition)
+    with pytest.raises(CampaignError) as caught:
+        loads_campaigns(text, "c.toml", names)
+    assert str(caught.value) == f"c.toml:4: campaign 't': condition: {problem}"
+
+
+def test_numbers_stay_allowed_for_partly_named_signals(names: SignalNames) -> None:
+    # GearSelected names 0-4 and 15 only: raw values 5-14 decode as numbers.
+    condition = "GEAR_STATUS.GearSelected == 'D' or GEAR_STATUS.GearSelected > 4"
+    text = triggered(condition)
+    (campaign,) = loads_campaigns(text, "c.toml", names)
+    assert campaign.condition is not None
+    assert campaign.condition.signals == {"Vehicle.Powertrain.Transmission.SelectedGear"}

@@ -126,7 +126,7 @@ def test_python_syntax_is_not_accepted(text: str) -> None:
 def test_dunder_names_are_just_unknown_signals_when_names_are_checked() -> None:
     names = SignalNames(frozenset({"Vehicle.Speed"}))
     with pytest.raises(ConditionError, match=r"unknown signal 'a.__class__' at column 1"):
-        parse_condition("a.__class__ == 1", names.resolve)
+        parse_condition("a.__class__ == 1", names)
 
 
 def test_signal_names_resolve_to_sample_names_with_suggestions() -> None:
@@ -134,7 +134,7 @@ def test_signal_names_resolve_to_sample_names_with_suggestions() -> None:
         frozenset({"Vehicle.Chassis.Brake.PedalPosition", "BRAKE_STATUS.MasterCylPressure"}),
         {"BRAKE_STATUS.BrakePedalPos": "Vehicle.Chassis.Brake.PedalPosition"},
     )
-    expression = parse_condition("BRAKE_STATUS.BrakePedalPos > 80", names.resolve)
+    expression = parse_condition("BRAKE_STATUS.BrakePedalPos > 80", names)
     assert expression.signals == {"Vehicle.Chassis.Brake.PedalPosition"}
     error = str(error_of_with(names, "BRAKE_STATUS.MasterCylPresure > 3"))
     assert error == (
@@ -145,7 +145,7 @@ def test_signal_names_resolve_to_sample_names_with_suggestions() -> None:
 
 def error_of_with(names: SignalNames, text: str) -> ConditionError:
     with pytest.raises(ConditionError) as caught:
-        parse_condition(text, names.resolve)
+        parse_condition(text, names)
     return caught.value
 
 
