@@ -10,9 +10,10 @@ Baselines, measured on the same stream:
 - naive-append: a per-sample dict-of-lists append of every sample (no campaign logic at all);
 - naive-campaigns: the demo campaigns done the obvious way, every campaign checked for every sample.
 
-    .venv/bin/python bench/collect.py [--seconds 120] [--rounds 3]
+    .venv/bin/python bench/collect.py [--seconds 120] [--rounds 5]
 
-Times are the best of `--rounds`; only ratios are meaningful across machines.
+Times are the best of `--rounds`, taken round-robin over the paths so that a change of load on a
+shared machine hits every path alike; only the ratios mean something across machines.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from firmware_agent.collect.campaign import Campaign, builtin_all, load_campaigns
 from firmware_agent.collect.collector import Collector
@@ -110,32 +112,39 @@ class NaiveCampaigns:
         return []
 
 
-def measure(make: Callable[[], object], stream: list[Sample], rounds: int, many: bool = False) -> float:
-    """Best samples/s over `rounds` fresh runs of `make()` over `stream` (poll every POLL_EVERY)."""
-    best = math.inf
+def run_once(make: Callable[[], Any], stream: list[Sample], many: bool = False) -> float:
+    """Seconds to push `stream` through a fresh `make()` (poll every POLL_EVERY samples)."""
+    target = make()
+    offer, poll = target.offer, target.poll
+    started = time.perf_counter()
+    if many:
+        offer_many = target.offer_many
+        for start in range(0, len(stream), POLL_EVERY):
+            offer_many(stream[start : start + POLL_EVERY])
+            poll()
+    else:
+        for start in range(0, len(stream), POLL_EVERY):
+            for sample in stream[start : start + POLL_EVERY]:
+                offer(sample)
+            poll()
+    return time.perf_counter() - started
+
+
+def measure(
+    paths: dict[str, tuple[Callable[[], Any], bool]], stream: list[Sample], rounds: int
+) -> dict[str, float]:
+    """Best samples/s per path; rounds go round-robin over the paths so that load changes hit all alike."""
+    best = dict.fromkeys(paths, math.inf)
     for _ in range(rounds):
-        target = make()
-        offer = target.offer  # type: ignore[attr-defined]
-        poll = target.poll  # type: ignore[attr-defined]
-        started = time.perf_counter()
-        if many:
-            offer_many = target.offer_many  # type: ignore[attr-defined]
-            for start in range(0, len(stream), POLL_EVERY):
-                offer_many(stream[start : start + POLL_EVERY])
-                poll()
-        else:
-            for start in range(0, len(stream), POLL_EVERY):
-                for sample in stream[start : start + POLL_EVERY]:
-                    offer(sample)
-                poll()
-        best = min(best, time.perf_counter() - started)
-    return len(stream) / best
+        for label, (make, many) in paths.items():
+            best[label] = min(best[label], run_once(make, stream, many))
+    return {label: len(stream) / seconds for label, seconds in best.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="length of the synthetic drive")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     stream, names = synthetic_drive(args.seconds)
     demo = load_campaigns(DEMO, names)
@@ -151,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{counters['triggers']} triggers"
     )
 
-    results = {
-        "naive-append (all samples)": measure(NaiveAppend, stream, args.rounds),
-        "naive-campaigns (demo)": measure(lambda: NaiveCampaigns(demo), stream, args.rounds),
-        "Collector.offer (--collect all)": measure(lambda: Collector([builtin_all()]), stream, args.rounds),
-        "Collector.offer (demo)": measure(lambda: Collector(demo), stream, args.rounds),
-        "Collector.offer_many (demo)": measure(lambda: Collector(demo), stream, args.rounds, many=True),
+    paths: dict[str, tuple[Callable[[], Any], bool]] = {
+        "naive-append (all samples)": (NaiveAppend, False),
+        "naive-campaigns (demo)": (lambda: NaiveCampaigns(demo), False),
+        "Collector.offer (--collect all)": (lambda: Collector([builtin_all()]), False),
+        "Collector.offer (demo)": (lambda: Collector(demo), False),
+        "Collector.offer_many (demo)": (lambda: Collector(demo), True),
     }
+    results = measure(paths, stream, args.rounds)
     baseline = results["naive-append (all samples)"]
     naive_demo = results["naive-campaigns (demo)"]
     print(f"{'path':<34} {'samples/s':>12} {'vs naive-append':>16} {'vs naive-campaigns':>19}")

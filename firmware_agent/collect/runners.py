@@ -175,10 +175,18 @@ class OnChangeRunner(Runner):
         return delta <= self._deadband or delta <= self._relative * abs(last)  # type: ignore[arg-type]
 
     def accept(self, sample: Sample) -> None:
-        """Hot path without throttling."""
+        """Hot path without throttling (`_unchanged` inlined)."""
         value = sample.value
-        if self._unchanged(value, self._last.get(sample.name, _NOT_SEEN)):
-            return
+        last = self._last.get(sample.name, _NOT_SEEN)
+        if last is not _NOT_SEEN:
+            try:
+                delta = abs(value - last)
+            except TypeError:
+                if value == last:
+                    return
+            else:
+                if delta <= self._deadband or delta <= self._relative * abs(last):
+                    return
         self._last[sample.name] = value
         self.append(sample)
 
