@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,12 +228,18 @@ class Outbox:
 
     def acknowledge(self, seq: int) -> bool:
         """Delete batch `seq` after the broker's PUBACK; False if it was not there (evicted, or acked)."""
+        return self.acknowledge_many([seq]) == 1
+
+    def acknowledge_many(self, seqs: Iterable[int]) -> int:
+        """Delete several acknowledged batches in one transaction (one fsync); how many were there."""
         with self._lock:
             with self._transaction():
-                deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
+                deleted = sum(
+                    self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount for seq in seqs
+                )
                 self._bump(acknowledged=deleted)
             self._apply(acknowledged=deleted)
-            return deleted > 0
+            return deleted
 
     def dead_letter(self, seq: int, reason: str) -> bool:
         """Move batch `seq` to the dead letters (a final refusal, never retried); False if not there."""

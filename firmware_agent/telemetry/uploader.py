@@ -282,6 +282,7 @@ class Uploader:
             self._wake.clear()
 
     def _resolve_completions(self) -> None:
+        acknowledged = []
         while self._completions:
             mid, reason = self._completions.popleft()
             seq = self._inflight.pop(mid, None)
@@ -292,8 +293,10 @@ class Uploader:
                 self._count("dead_lettered")
                 log.warning("uploader: broker refused batch %d for good: %s", seq, reason)
             else:
-                self._outbox.acknowledge(seq)
-                self._count("acknowledged")
+                acknowledged.append(seq)
+        if acknowledged:  # one transaction (one fsync) for every PUBACK of this turn
+            self._outbox.acknowledge_many(acknowledged)
+            self._count("acknowledged", len(acknowledged))
 
     def _publish_pending(self) -> None:
         room = self._inflight_limit - len(self._inflight)
