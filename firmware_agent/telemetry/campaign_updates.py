@@ -8,23 +8,27 @@ The message is a COSE_Sign1 (see `cose`) signed by a backend key the agent is co
 
 `serial` increases with every update the backend issues. An update is applied only if it verifies and its
 serial is above the last applied one; the same serial again (a retained message re-delivered on reconnect)
-is ignored, a lower one is rejected as a replay. Everything rejected is counted and reported as an `Event`
-of kind `campaign_rejected` with the reason.
+is ignored, a lower one is rejected as a replay. With a `state_file`, the last applied serial survives
+restarts (written atomically after the callback accepted the update). Everything rejected is counted and
+reported as an `Event` of kind `campaign_rejected` with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from firmware_agent.errors import UserError
 from firmware_agent.telemetry.cose import VerificationError, message_kid, verify_sign1
 from firmware_agent.telemetry.topics import campaigns_topic
 from firmware_agent.values import Event
@@ -96,15 +100,36 @@ class CampaignUpdates:
         backend_keys: Mapping[bytes, Ed25519PublicKey],
         on_update: Callable[[CampaignUpdate], None],
         on_event: Callable[[Event], None] | None = None,
-        last_serial: int = -1,
+        state_file: Path | None = None,
     ) -> None:
         self.topic = campaigns_topic(vehicle_id)
         self._keys = dict(backend_keys)
         self._on_update = on_update
         self._on_event = on_event
-        self.last_serial = last_serial
+        self._state_file = Path(state_file) if state_file is not None else None
+        self.last_serial = self._load_serial()
         self._lock = threading.Lock()
         self._counters = dict.fromkeys(CAMPAIGN_COUNTERS, 0)
+
+    def _load_serial(self) -> int:
+        if self._state_file is None or not self._state_file.exists():
+            return -1
+        try:
+            return int(self._state_file.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"{self._state_file}: cannot read the last applied campaign serial: {exc}"
+            ) from exc
+
+    def _save_serial(self, serial: int) -> None:
+        if self._state_file is None:
+            return
+        tmp = self._state_file.with_name(self._state_file.name + ".tmp")
+        with tmp.open("w") as stream:
+            stream.write(f"{serial}\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, self._state_file)
 
     def counters(self) -> dict[str, int]:
         """How many updates were received, applied, ignored as duplicates, rejected, failed to apply."""
@@ -137,6 +162,7 @@ class CampaignUpdates:
                 self._reject("campaign_apply_failed", f"{type(exc).__name__}: {exc}", topic, message)
                 return None
             self.last_serial = update.serial
+            self._save_serial(update.serial)
             self._counters["applied"] += 1
             return update
 

@@ -137,3 +137,16 @@ def test_an_update_the_agent_cannot_apply_is_reported() -> None:
     assert updates.handle(TOPIC, Signer(key).sign(encode_campaign_update(1, {"a": 1}), TOPIC)) is None
     assert events[0].kind == "campaign_apply_failed" and "Vehicle.Nope" in events[0].detail["reason"]
     assert updates.last_serial == -1, "a failed update is not recorded as applied"
+
+
+def test_last_applied_serial_survives_a_restart(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    keys = {kid_of(key.public_key()): key.public_key()}
+    state = tmp_path / "campaign-serial"
+    signer = Signer(key)
+    first = CampaignUpdates("veh-0001", keys, lambda update: None, state_file=state)
+    assert first.handle(TOPIC, signer.sign(encode_campaign_update(7, {"a": 1}), TOPIC)) is not None
+    again = CampaignUpdates("veh-0001", keys, lambda update: None, state_file=state)
+    assert again.last_serial == 7
+    assert again.handle(TOPIC, signer.sign(encode_campaign_update(6, {"a": 0}), TOPIC)) is None
+    assert again.counters()["rejected"] == 1
