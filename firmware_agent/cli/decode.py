@@ -88,7 +88,7 @@ def _do_decode(args: argparse.Namespace) -> int:
     format_name = args.format or "jsonl"
     text_output = args.output if summary_only or format_name != "parquet" else None
     with _Output(text_output) as out:
-        writer = None if summary_only else _writer(format_name, args.output, out)
+        writer = None if summary_only else _writer(format_name, args.output, out, not args.no_choices)
         try:
             decode_captures(args.captures, catalog, options, writer, summary)
         finally:
@@ -123,13 +123,13 @@ def _wants_progress(paths: list[str]) -> bool:
     return sum(sizes) >= PROGRESS_MIN_BYTES
 
 
-def _writer(format_name: str, output: str | None, out: TextIO) -> Any:
+def _writer(format_name: str, output: str | None, out: TextIO, decode_choices: bool) -> Any:
     from firmware_agent.decode.writers import CsvWriter, JsonlWriter, ParquetWriter
 
     if format_name == "parquet":
         if output is None:
-            raise UserError("--format parquet needs -o FILE")
-        return ParquetWriter(Path(output))
+            raise UserError("--format parquet needs -o FOLDER (one file per message)")
+        return ParquetWriter(Path(output), decode_choices)
     return CsvWriter(out) if format_name == "csv" else JsonlWriter(out)
 
 

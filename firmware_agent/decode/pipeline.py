@@ -75,8 +75,8 @@ def _fail_on_decode_errors(name: str, batch: FrameBatch, skipped: list, frames_b
         if skip.reason in _SKIPS_FATAL_WHEN_STRICT:
             frame = batch.message(skip.first_row)
             raise UserError(
-                f"{name}: frame {frames_before + skip.first_row + 1} ({frame.channel} 0x{frame.arbitration_id:X} "
-                f"{skip.message} at {frame.timestamp:.6f}): {skip.reason}"
+                f"{name}: frame {frames_before + skip.first_row + 1} ({frame.channel} "
+                f"0x{frame.arbitration_id:X} {skip.message} at {frame.timestamp:.6f}): {skip.reason}"
             )
 
 

@@ -62,7 +62,10 @@ def group_signal_dicts(group: DecodedGroup) -> list[dict[str, SignalValue]]:
     names = list(group.signals)
     columns = [column_values(group.signals[name]) for name in names]
     return (
-        [{name: value for name, value in zip(names, row) if value is not None} for row in zip(*columns)]
+        [
+            {name: value for name, value in zip(names, row, strict=False) if value is not None}
+            for row in zip(*columns, strict=False)
+        ]
         if names
         else [{} for _ in range(len(group.rows))]
     )
@@ -70,17 +73,20 @@ def group_signal_dicts(group: DecodedGroup) -> list[dict[str, SignalValue]]:
 
 def group_json_lines(group: DecodedGroup) -> list[str]:
     """The jsonl lines (with trailing newline) of a group's frames."""
-    head = f', "channel": {_dumps(group.channel)}, "id": {group.arbitration_id}, "message": {_dumps(group.message.name)}, "signals": {{'
+    head = (
+        f', "channel": {_dumps(group.channel)}, "id": {group.arbitration_id},'
+        f' "message": {_dumps(group.message.name)}, "signals": {{'
+    )
     keys = [f"{_dumps(name)}: " for name in group.signals]
     columns = [column_text(column) for column in group.signals.values()]
     stamps = [_float_text(value) for value in group.timestamp.tolist()]
     partial = any(column.present is not None for column in group.signals.values())
     lines = []
-    for stamp, *values in zip(stamps, *columns) if columns else ((s,) for s in stamps):
+    for stamp, *values in zip(stamps, *columns, strict=False) if columns else ((s,) for s in stamps):
         if partial:
-            body = ", ".join(key + value for key, value in zip(keys, values) if value)
+            body = ", ".join(key + value for key, value in zip(keys, values, strict=False) if value)
         else:
-            body = ", ".join(key + value for key, value in zip(keys, values))
+            body = ", ".join(key + value for key, value in zip(keys, values, strict=False))
         lines.append(f'{{"timestamp": {stamp}{head}{body}}}}}\n')
     return lines
 

@@ -90,8 +90,9 @@ class Summary:
             rate = (span.count - 1) / span.duration if span.duration > 0 else 0.0
             errors = self.errors.get(key, Counter())
             kinds = ", ".join(f"{reason} {count}" for reason, count in errors.most_common())
+            errors_total = sum(errors.values())
             out.write(
-                f"{key[0]:<10} {key[1]:<{width}} {span.count:>9,} {rate:>9.1f} {sum(errors.values()):>7,}  {kinds}\n"
+                f"{key[0]:<10} {key[1]:<{width}} {span.count:>9,} {rate:>9.1f} {errors_total:>7,}  {kinds}\n"
             )
         if self.unknown:
             out.write(f"\nunknown IDs ({len(self.unknown)}, {sum(self.unknown.values()):,} frames):\n")

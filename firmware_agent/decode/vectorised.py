@@ -149,7 +149,7 @@ class _Words:
     """The payload rows of a group as 64-bit words, built on demand and kept per byte window."""
 
     def __init__(self, payload: np.ndarray) -> None:
-        rows, length = payload.shape
+        _rows, length = payload.shape
         self.length = length
         self.padded = max(8, length)
         self._bytes = {"le": payload, "be": payload[:, ::-1]}

@@ -3,11 +3,9 @@
 - jsonl: one object per decoded frame, in capture order (the contract in `records.py`).
 - csv: one row per signal value, `timestamp,channel,id,message,signal,value`, in capture order; `value` is
   the value-table name where there is one (unless `--no-choices`), else the physical value.
-- parquet: the same long layout as columns `timestamp` (float64), `channel`, `message`, `signal`
-  (dictionary-encoded strings), `id` (uint32), `value` (float64, the physical value even where a name
-  exists) and `label` (the value-table name, null where there is none). One row group per batch; rows
-  are ordered by message and signal within a batch, not by time (sort by `timestamp` if you need to).
-  One file whatever the mix of messages, and `pivot` on `signal` gives a wide table per message.
+- parquet: a folder with one file per (channel, message), one typed column per signal (see
+  `ParquetWriter`). A long layout (one row per value) was tried first: four times the bytes and most
+  of the run time went into writing it.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import numpy as np
+from cantools.database.can import Message, Signal
 
 from firmware_agent.decode.records import column_values, group_json_lines, in_capture_order
 from firmware_agent.decode.vectorised import DecodedGroup
@@ -71,12 +70,12 @@ class CsvWriter:
         columns = [column_values(column) for column in group.signals.values()]
         stamps = [repr(value) for value in group.timestamp.tolist()]
         rows = []
-        for stamp, *values in zip(stamps, *columns):
+        for stamp, *values in zip(stamps, *columns, strict=False):
             prefix = stamp + prefix_tail
             rows.append(
                 "".join(
                     f"{prefix}{name},{_csv_field(str(value))}\n"
-                    for name, value in zip(names, values)
+                    for name, value in zip(names, values, strict=False)
                     if value is not None
                 )
             )
@@ -96,78 +95,138 @@ def _csv_field(text: str) -> str:
 
 
 class ParquetWriter:
-    """The long layout in one parquet file, a row group per batch."""
+    """One parquet file per (channel, message) in the `-o` folder, one column per signal.
 
-    def __init__(self, path: Path) -> None:
+    Files are named `CHANNEL.MESSAGE.parquet` (`_` for a capture without channel names). Columns:
+    `timestamp` (float64 seconds), `id` (uint32; J1939 messages keep their source address), then one
+    column per signal in DBC order holding the physical value (int64 where cantools gives integers, else
+    float64; null in rows whose multiplexer value does not carry the signal) and, for signals with a value
+    table, `SIGNAL_label` with the name (dictionary-encoded; null where the value has no name).
+    Rows are buffered per message and written in row groups of `row_group_rows`.
+    """
+
+    def __init__(self, folder: Path, decode_choices: bool = True, row_group_rows: int = 65_536) -> None:
         try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            import pyarrow
+            import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise UserError("parquet output needs pyarrow: pip install 'firmware-agent[parquet]'") from None
-        self._pa = pa
-        text = pa.dictionary(pa.int32(), pa.string())
-        self.schema = pa.schema(
-            [
-                ("timestamp", pa.float64()),
-                ("channel", text),
-                ("id", pa.uint32()),
-                ("message", text),
-                ("signal", text),
-                ("value", pa.float64()),
-                ("label", text),
-            ]
-        )
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder}: parquet output is a folder (one file per message); this is a file")
         try:
-            self._writer = pq.ParquetWriter(str(path), self.schema)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"{path}: cannot write: {exc}") from None
+            raise UserError(f"{folder}: cannot create: {exc.strerror or exc}") from None
+        self.folder = folder
+        self.decode_choices = decode_choices
+        self.row_group_rows = row_group_rows
+        self._tables: dict[tuple[str, str], _MessageTable] = {}
 
     def write(self, groups: list[DecodedGroup]) -> None:
-        """Write one batch's frames as one row group."""
-        if not groups:
-            return
-        pa = self._pa
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in ("timestamp", "id", "value", "label")}
-        codes: dict[str, list[np.ndarray]] = {"channel": [], "message": [], "signal": []}
-        dictionaries: dict[str, dict[str, int]] = {"channel": {}, "message": {}, "signal": {}}
-        labels: list[str] = []
+        """Buffer one batch's frames, writing each message's row group when it is full."""
         for group in groups:
-            channel = dictionaries["channel"].setdefault(group.channel, len(dictionaries["channel"]))
-            message = dictionaries["message"].setdefault(group.message.name, len(dictionaries["message"]))
-            for name, column in group.signals.items():
-                present = column.present
-                count = len(group.rows) if present is None else int(present.sum())
-                signal = dictionaries["signal"].setdefault(name, len(dictionaries["signal"]))
-                parts["timestamp"].append(group.timestamp if present is None else group.timestamp[present])
-                values = column.values if present is None else column.values[present]
-                parts["value"].append(values.astype(np.float64))
-                parts["id"].append(np.full(count, group.arbitration_id, np.uint32))
-                codes["channel"].append(np.full(count, channel, np.int32))
-                codes["message"].append(np.full(count, message, np.int32))
-                codes["signal"].append(np.full(count, signal, np.int32))
-                if column.label is not None and column.labels:
-                    label = column.label if present is None else column.label[present]
-                    parts["label"].append(np.where(label >= 0, label + len(labels), -1).astype(np.int32))
-                    labels.extend(column.labels)
-                else:
-                    parts["label"].append(np.full(count, -1, np.int32))
-        label_codes = np.concatenate(parts["label"])
-        arrays: dict[str, Any] = {
-            "timestamp": pa.array(np.concatenate(parts["timestamp"])),
-            "id": pa.array(np.concatenate(parts["id"])),
-            "value": pa.array(np.concatenate(parts["value"])),
-            "label": pa.DictionaryArray.from_arrays(
-                pa.array(label_codes, mask=label_codes < 0), pa.array(labels, pa.string())
-            ),
-        }
-        for name, chunks in codes.items():
-            arrays[name] = pa.DictionaryArray.from_arrays(
-                pa.array(np.concatenate(chunks)), pa.array(list(dictionaries[name]), pa.string())
-            )
-        self._writer.write_table(
-            pa.table({name: arrays[name] for name in self.schema.names}, schema=self.schema)
-        )
+            key = (group.channel, group.message.name)
+            table = self._tables.get(key)
+            if table is None:
+                name = f"{group.channel or '_'}.{group.message.name}.parquet".replace("/", "_")
+                table = self._tables[key] = _MessageTable(
+                    self.folder / name, group.message, self.decode_choices
+                )
+            table.add(group)
+            if table.buffered >= self.row_group_rows:
+                table.flush()
 
     def close(self) -> None:
-        """Finish the file."""
-        self._writer.close()
+        """Write what is buffered and finish every file."""
+        for table in self._tables.values():
+            table.close()
+
+
+class _MessageTable:
+    """The parquet file of one message: a fixed schema from the DBC, rows buffered between row groups."""
+
+    def __init__(self, path: Path, message: Message, decode_choices: bool) -> None:
+        import pyarrow as pa
+
+        self._pa = pa
+        self.path = path
+        fields = [pa.field("timestamp", pa.float64()), pa.field("id", pa.uint32())]
+        self.labels: dict[str, str] = {}
+        taken = {signal.name for signal in message.signals} | {"timestamp", "id"}
+        for signal in message.signals:
+            fields.append(pa.field(signal.name, _arrow_type(pa, signal)))
+            if decode_choices and signal.conversion.choices:
+                label = f"{signal.name}_label"
+                while label in taken:
+                    label += "_"
+                taken.add(label)
+                self.labels[signal.name] = label
+                fields.append(pa.field(label, pa.dictionary(pa.int32(), pa.string())))
+        self.schema = pa.schema(fields)
+        self._pending: list[Any] = []
+        self.buffered = 0
+        self._writer: Any = None
+
+    def add(self, group: DecodedGroup) -> None:
+        pa = self._pa
+        count = len(group.rows)
+        arrays: dict[str, Any] = {
+            "timestamp": pa.array(group.timestamp),
+            "id": pa.array(np.full(count, group.arbitration_id, np.uint32)),
+        }
+        for field in self.schema:
+            if field.name in arrays or (field.name.endswith("_label") and field.name in self.labels.values()):
+                continue
+            column = group.signals.get(field.name)
+            if column is None:
+                arrays[field.name] = pa.nulls(count, field.type)
+                continue
+            mask = None if column.present is None else ~column.present
+            values = column.values
+            if values.dtype == object or values.dtype.kind != np.dtype(field.type.to_pandas_dtype()).kind:
+                values = values.astype(field.type.to_pandas_dtype())
+            arrays[field.name] = pa.array(values, type=field.type, mask=mask)
+            label_name = self.labels.get(field.name)
+            if label_name is not None:
+                codes = column.label if column.label is not None else np.full(count, -1, np.int32)
+                hidden = codes < 0 if mask is None else (codes < 0) | mask
+                arrays[label_name] = pa.DictionaryArray.from_arrays(
+                    pa.array(codes, mask=hidden), pa.array(column.labels, pa.string())
+                )
+        for _name, label_name in self.labels.items():
+            if label_name not in arrays:
+                arrays[label_name] = pa.nulls(count, pa.dictionary(pa.int32(), pa.string()))
+        self._pending.append(pa.table([arrays[field.name] for field in self.schema], schema=self.schema))
+        self.buffered += count
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            try:
+                self._writer = pq.ParquetWriter(str(self.path), self.schema)
+            except OSError as exc:
+                raise UserError(f"{self.path}: cannot write: {exc}") from None
+        table = self._pa.concat_tables(self._pending).combine_chunks()
+        self._writer.write_table(table)
+        self._pending = []
+        self.buffered = 0
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _arrow_type(pa: Any, signal: Signal) -> Any:
+    """int64 where cantools gives integers (uint64 for 64-bit unsigned raw values), else float64."""
+    conversion = getattr(signal.conversion, "_conversion", signal.conversion)  # beneath a value table
+    if signal.conversion.is_float or type(conversion).__name__ == "LinearConversion":
+        return pa.float64()
+    if signal.length >= 64 and not signal.is_signed and type(conversion).__name__ == "IdentityConversion":
+        return pa.uint64()
+    if signal.length + abs(int(getattr(conversion, "scale", 1))).bit_length() >= 62:
+        return pa.float64()  # integers beyond int64 are rare; keep them approximately rather than fail
+    return pa.int64()

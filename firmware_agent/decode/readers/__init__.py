@@ -129,7 +129,7 @@ def open_capture(path: str, strict: bool = False, chunk_size: int = DEFAULT_CHUN
         head = raw.read(_HEAD_BYTES)
         compressed = head.startswith(b"\x1f\x8b")
         if compressed:
-            stream = gzip.open(raw)  # type: ignore[assignment]
+            stream = gzip.open(raw)  # type: ignore[assignment]  # noqa: SIM115
             head = _read_head(stream)
         else:
             stream = raw
@@ -139,7 +139,7 @@ def open_capture(path: str, strict: bool = False, chunk_size: int = DEFAULT_CHUN
             if not compressed:
                 raw.seek(0)
             else:
-                stream = gzip.open(file)  # type: ignore[assignment]
+                stream = gzip.open(file)  # type: ignore[assignment]  # noqa: SIM115
                 head = b""
     if format_name == "candump -L":
         capture._batches = iter(CandumpLogReader(stream, capture.name, capture.stats, strict, head=head))

@@ -1,0 +1,164 @@
+"""Benchmark: `firmware-agent decode --format parquet` against a user's python-can + cantools loop.
+
+Builds the real RAV4 capture repeated N times (timestamps shifted so the copies follow each other) in a
+temporary folder, then times, in one run on the same machine:
+
+  (a) baseline: python-can `LogReader` + `db.decode_message` per frame into lists (in this process);
+  (b) `firmware-agent decode --format parquet -o out.parquet` (a subprocess: start-up included);
+  (c) optionally `cantools decode` (`--cantools`), the command-line tool a user would reach for.
+
+It prints seconds and the ratio, and the peak RSS of (b) for the requested sizes (`--rss 1000000
+5000000`) to show that memory stays flat as the capture grows. No absolute time is asserted anywhere.
+
+    .venv/bin/python bench/decode.py                 # 8 copies, 1.08 M frames
+    .venv/bin/python bench/decode.py --rss 1000000 5000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CAPTURE = DATA / "captures" / "rav4" / "rav4_2018-08-02_seg40.log"
+DBC_CAN0 = DATA / "dbc" / "opendbc__toyota_new_mc_pt_generated.dbc"
+DBC_CAN1 = DATA / "dbc" / "opendbc__toyota_adas.dbc"
+FIRMWARE_AGENT = Path(sys.executable).with_name("firmware-agent")
+
+
+def build_capture(path: Path, frames: int) -> int:
+    """Write the RAV4 capture repeated (shifted in time) until it has `frames` lines; returns the count."""
+    lines = CAPTURE.read_bytes().splitlines()
+    first = float(lines[0].split(b")")[0][1:])
+    last = float(lines[-1].split(b")")[0][1:])
+    period = last - first + 0.01
+    written = 0
+    copy = 0
+    with path.open("wb") as out:
+        while written < frames:
+            shift = round(copy * period * 1e6)
+            block = []
+            for line in lines[: frames - written]:
+                stamp, rest = line.split(b")", 1)
+                seconds, micros = stamp[1:].split(b".")
+                total = int(seconds) * 1_000_000 + int(micros) + shift
+                block.append(b"(%d.%06d)%s\n" % (total // 1_000_000, total % 1_000_000, rest))
+            out.writelines(block)
+            written += len(block)
+            copy += 1
+    return written
+
+
+def baseline(path: Path) -> tuple[float, int]:
+    """The user's loop: python-can LogReader + db.decode_message per frame into lists."""
+    import can
+    import cantools
+
+    databases = {
+        "can0": cantools.database.load_file(str(DBC_CAN0), strict=False),
+        "can1": cantools.database.load_file(str(DBC_CAN1)),
+    }
+    start = time.perf_counter()
+    timestamps: list[float] = []
+    records: list[dict] = []
+    for frame in can.LogReader(str(path)):
+        try:
+            decoded = databases[frame.channel].decode_message(frame.arbitration_id, frame.data)
+        except (KeyError, ValueError, Exception):  # unknown IDs and cantools' decode errors
+            continue
+        timestamps.append(frame.timestamp)
+        records.append(decoded)
+    return time.perf_counter() - start, len(records)
+
+
+def run_cli(arguments: list[str]) -> tuple[float, int]:
+    """Run a command, returning wall seconds and its peak RSS in kB."""
+    start = time.perf_counter()
+    process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{arguments[0]} failed: {process.stderr.read().decode() if process.stderr else ''}")
+    return elapsed, usage.ru_maxrss
+
+
+def ours(path: Path, output: Path) -> tuple[float, int]:
+    """`firmware-agent decode --format parquet`, start-up included."""
+    return run_cli(
+        [
+            str(FIRMWARE_AGENT),
+            "decode",
+            str(path),
+            "--dbc",
+            f"can0={DBC_CAN0}",
+            "--dbc",
+            f"can1={DBC_CAN1}",
+            "--format",
+            "parquet",
+            "-o",
+            str(output),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--copies", type=int, default=8, help="RAV4 copies for the timing (default 8)")
+    parser.add_argument("--cantools", action="store_true", help="also time `cantools decode`")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the slow baseline loop")
+    parser.add_argument(
+        "--rss", type=int, nargs="*", default=[], metavar="FRAMES", help="peak RSS at these sizes"
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="fa-bench-") as folder:
+        capture = Path(folder) / "rav4_x.log"
+        frames = build_capture(capture, args.copies * 135_468)
+        print(f"capture: RAV4 x{args.copies}, {frames:,} frames, {capture.stat().st_size / 1e6:.0f} MB")
+        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        seconds, rss = ours(capture, Path(folder) / "out.parquet")
+        print(f"(b) firmware-agent decode --format parquet: {seconds:6.2f} s  (peak RSS {rss / 1024:.0f} MB)")
+        if not args.no_baseline:
+            base, decoded = baseline(capture)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(
+                f"(a) LogReader + decode_message loop:         {base:6.2f} s"
+                f"  ({decoded:,} records, {peak / 1024:.0f} MB)"
+            )
+            print(f"    speed-up (a)/(b): {base / seconds:.1f}x")
+        if args.cantools:
+            cantools_seconds = _cantools(capture)
+            print(f"(c) cantools decode (can0 DBC only):        {cantools_seconds:6.2f} s")
+        for size in args.rss:
+            sized = Path(folder) / f"rav4_{size}.log"
+            build_capture(sized, size)
+            seconds, rss = ours(sized, Path(folder) / f"out_{size}.parquet")
+            sized.unlink()
+            print(f"peak RSS for {size:>10,} frames: {rss / 1024:6.0f} MB  ({seconds:.1f} s)")
+
+
+def _cantools(capture: Path) -> float:
+    # cantools decode reads candump output on stdin and decodes with one database
+    start = time.perf_counter()
+    with capture.open("rb") as source:
+        subprocess.run(
+            [str(Path(sys.executable).with_name("cantools")), "decode", str(DBC_CAN0)],
+            stdin=source,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
