@@ -151,8 +151,14 @@ class Outbox:
                 except sqlite3.OperationalError as exc:
                     if not _is_full(exc):
                         raise
-                    needed = self._last_size
-                if not self._evict(needed, batch.priority):
+                    needed = max(self._last_size, PAGE_SIZE)
+                try:
+                    evicted = self._evict(needed, batch.priority)
+                except sqlite3.OperationalError as exc:
+                    if not _is_full(exc):
+                        raise
+                    evicted = False  # a real full disk with no room even to delete: give up on this batch
+                if not evicted:
                     self._count_outside_transaction(rejected=1)
                     raise BatchRejectedError(
                         f"batch of {needed} bytes (priority {batch.priority}) does not fit in the outbox "

@@ -7,11 +7,11 @@ lock held around `publish()`), `on_publish` can fire before `publish()` returns,
 callback kills paho's network thread. The worker maps message ids to sequence numbers right after
 `publish()` returns and resolves acknowledgements on its next turn, so ordering never matters.
 
-Flow control: at most `min(max_inflight, broker's Receive Maximum from CONNACK)` batches are unacknowledged
-at once. After a disconnect paho re-sends the unacknowledged ones itself (DUP flag) and reconnects with
-exponential backoff (`reconnect_min_delay` .. `reconnect_max_delay`); the worker then continues after the
-last sequence number it handed over. PUBACK reason codes >= 0x80 (e.g. 0x87 Not authorized) are final:
-the batch is dead-lettered, never retried.
+Flow control: at most `min(max_inflight, broker's Receive Maximum from CONNACK - 1)` batches are
+unacknowledged at once (one slot is left for the status message). After a disconnect paho re-sends the
+unacknowledged ones itself (DUP flag) and reconnects with exponential backoff (`reconnect_min_delay` ..
+`reconnect_max_delay`); the worker then continues after the last sequence number it handed over. PUBACK
+reason codes >= 0x80 (e.g. 0x87 Not authorized) are final: the batch is dead-lettered, never retried.
 
 Status: `vehicles/{id}/status` carries a retained `online` (birth, sent on every connect) and `offline`
 (the last will, and sent on a clean `stop()`).
@@ -144,7 +144,7 @@ class Uploader:
 
     @property
     def inflight_limit(self) -> int:
-        """Unacknowledged batches allowed at once: `max_inflight`, lowered to the broker's Receive Maximum."""
+        """Unacknowledged batches allowed at once: `max_inflight`, kept below the broker's Receive Maximum."""
         return self._inflight_limit
 
     def wait_connected(self, timeout: float) -> bool:
@@ -193,8 +193,9 @@ class Uploader:
                 self.last_error = f"connection refused: {reason}"
                 self._count("connect_failures")
                 return
-            receive_maximum = getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM)
-            self._inflight_limit = max(1, min(self.config.max_inflight, int(receive_maximum)))
+            receive_maximum = int(getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM))
+            # One slot stays free for the status message, which counts against the same window.
+            self._inflight_limit = max(1, min(self.config.max_inflight, receive_maximum - 1))
             client.publish(self.status_topic, "online", qos=1, retain=True)
             if self._on_campaign is not None:
                 client.subscribe(self.campaigns_topic, qos=1)

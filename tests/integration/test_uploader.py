@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+from firmware_agent.telemetry.broker import make_client
 from firmware_agent.telemetry.subscriber import Subscriber
 from tests.integration.mosquitto import BrokerFactory, Mosquitto, backend_broker, vehicle_broker
 from tests.integration.telemetry_helpers import make_vehicle, pycose_verify
@@ -82,6 +84,35 @@ def test_inflight_stays_within_the_brokers_receive_maximum(
     assert vehicle.uploader.wait_connected(10)
     vehicle.commit(40, samples=1)
     assert vehicle.uploader.stop(timeout=30)
-    assert vehicle.uploader.inflight_limit == 3
-    assert 1 <= vehicle.uploader.max_inflight_seen <= 3
+    assert vehicle.uploader.inflight_limit == 2, "Receive Maximum 3, one slot kept for the status message"
+    assert 1 <= vehicle.uploader.max_inflight_seen <= 2
     assert vehicle.outbox.counters()["acknowledged"] == 40
+
+
+def test_a_failing_message_handler_is_counted_and_does_not_stop_uploads(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    handled = threading.Event()
+
+    def broken_handler(topic: str, payload: bytes) -> None:
+        handled.set()
+        raise RuntimeError("bug in the campaign handler")
+
+    vehicle = make_vehicle(
+        tmp_path, "veh-0001", vehicle_broker(mosquitto, "veh-0001"), on_campaign=broken_handler
+    )
+    backend = make_client(backend_broker(mosquitto), "backend")
+    backend.connect(*backend_broker(mosquitto).address())
+    backend.loop_start()
+    try:
+        vehicle.uploader.start()
+        backend.publish("vehicles/veh-0001/campaigns", b"x", qos=1, retain=True).wait_for_publish(10)
+        assert handled.wait(10)
+        vehicle.commit(3)
+        assert vehicle.uploader.flush(20), "paho's network thread died with the handler's exception"
+    finally:
+        backend.disconnect()
+        backend.loop_stop()
+        vehicle.uploader.stop(timeout=5)
+    assert vehicle.uploader.counters()["callback_errors"] == 1
+    assert vehicle.outbox.counters()["acknowledged"] == 3
