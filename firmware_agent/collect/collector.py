@@ -11,6 +11,12 @@ Time is the samples' own timestamps (frame times), so a replay faster than real 
 vehicle lived them. A live bus that goes silent still needs its batches cut: pass `clock=time.time`
 (live sources only; frame timestamps must then be on the same clock) or call `poll(now)`.
 
+Before the first sample, `poll(now)` cuts nothing (so a replay's grid is not anchored on the wall clock).
+When `poll(now)` finds the clock more than `rewind_after_s` behind the time it last acted on (the head
+unit's clock was stepped back, or a data clock moved from the wall clock to a replay's), every open batch
+is cut, open captures are truncated, and periods and batch grids re-anchor on the next sample
+(`clock_rewinds`).
+
 The identity stage slots in with `add_event(event)` (events ride in the next batch cut) and
 `set_driver(driver, timestamp)` (open batches are cut first, so no batch mixes two drivers; every batch
 then carries the driver).
@@ -50,8 +56,11 @@ class Collector:
         max_pending_events: int = 1000,
         events_max_delay_s: float = 5.0,
         max_window_points: int = DEFAULT_WINDOW_POINTS,
+        rewind_after_s: float = 60.0,
     ) -> None:
         self._clock = clock
+        self._rewind_after = rewind_after_s
+        self._acted_at = -math.inf  # the latest time `_advance` ran for
         self._max_ready = max_ready_batches
         self._max_events = max_pending_events
         self._events_delay = events_max_delay_s
@@ -71,6 +80,7 @@ class Collector:
                 "dropped_events",
                 "dropped_ready_batches",
                 "dropped_ready_samples",
+                "clock_rewinds",
             ),
             0,
         )
@@ -144,6 +154,7 @@ class Collector:
 
     # -- time ------------------------------------------------------------------------------------------
     def _advance(self, now: float) -> None:
+        self._acted_at = max(self._acted_at, now)
         deadline = math.inf
         for runner in self._runners:
             if now >= runner.deadline:
@@ -210,10 +221,24 @@ class Collector:
         """Batches cut so far. `now` (or the clock given at construction) first cuts what is due by then."""
         if now is None and self._clock is not None:
             now = self._clock()
-        if now is not None and now >= self._deadline:
-            self._advance(now)
+        if now is not None:
+            if now < self._acted_at - self._rewind_after:
+                self._rewind()
+            if not self._samples_in:
+                # Nothing to cut yet, and the grids must be anchored on sample time, not on this clock.
+                if self._events and now >= self._events_due:
+                    self._emit(Batch(priority=PRIORITY_NORMAL), 0, False)
+            elif now >= self._deadline:
+                self._advance(now)
         ready, self._ready = self._ready, []
         return ready
+
+    def _rewind(self) -> None:
+        self._stats["clock_rewinds"] += 1
+        for runner in self._runners:
+            runner.rewind()
+        self._acted_at = -math.inf
+        self._deadline = -math.inf
 
     def flush(self) -> list[Batch]:
         """End of input: every held sample goes out; open post-trigger windows are cut short (counted).
@@ -256,7 +281,8 @@ class Collector:
 
         samples_in, samples_collected, batches, batches_full (cut by max_batch_samples), triggers,
         triggers_suppressed, captures_truncated, dropped_pre_trigger_overflow, dropped_window_overflow,
-        condition_undefined, events_in, dropped_events, dropped_ready_batches, dropped_ready_samples.
+        condition_undefined, events_in, dropped_events, dropped_ready_batches, dropped_ready_samples,
+        clock_rewinds.
         """
         counters = {"samples_in": self._samples_in, **self._stats}
         for key, value in self._runner_counters().items():

@@ -516,6 +516,13 @@ class RollingWindow:
             self._sum = math.fsum(values)
             self._since_resum = 0
 
+    def clear(self) -> None:
+        """Forget every point (the clock went backwards); `dropped` keeps counting."""
+        self._times.clear()
+        self._values.clear()
+        self._sum = 0.0
+        self._since_resum = 0
+
     def value(self, now: float) -> float:
         """The window's min/max/avg at `now`; raises `_Undefined` when it holds no point."""
         self.evict(now)
@@ -571,6 +578,14 @@ class Evaluator:
     def windows(self) -> list[RollingWindow]:
         """Every rolling window the condition keeps (for their `dropped` counters)."""
         return list(self._windows.values())
+
+    def reset(self) -> None:
+        """Forget every value and window point (the clock went backwards); counters keep counting."""
+        self._values.clear()
+        self._changed.clear()
+        self._now = -math.inf
+        for window in self._windows.values():
+            window.clear()
 
     def update(self, sample: Sample) -> bool:
         """Record `sample` (one of `expression.signals`) and return whether the condition now holds."""

@@ -99,6 +99,12 @@ class Runner:
         """End of input: move everything held back into the batch and cut it."""
         self.cut()
 
+    def rewind(self) -> None:
+        """The clock went backwards: cut what is open and re-anchor the grids on the next sample."""
+        self.flush()
+        self._cut_at = -math.inf
+        self.deadline = -math.inf
+
 
 class AllRunner(Runner):
     """Mode `all`: every sample of the listed signals (or of every signal) is collected."""
@@ -140,6 +146,10 @@ class PeriodicRunner(Runner):
     def flush(self) -> None:
         self._take_latest()
         self.cut()
+
+    def rewind(self) -> None:
+        super().rewind()
+        self._tick = -math.inf
 
 
 class OnChangeRunner(Runner):
@@ -218,6 +228,10 @@ class OnChangeRunner(Runner):
         for sample in held.values():
             self._keep(sample)
         self.cut()
+
+    def rewind(self) -> None:
+        super().rewind()
+        self._last_time.clear()  # throttling must not measure intervals from the future
 
 
 class TriggeredRunner(Runner):
@@ -346,6 +360,14 @@ class TriggeredRunner(Runner):
             self.cut()
             self.deadline = math.inf
         self._buffer.clear()
+
+    def rewind(self) -> None:
+        """The clock went backwards: end an open capture (truncated), forget the condition's state."""
+        self.flush()
+        self.evaluator.reset()
+        self._holds = False
+        self._quiet_until = -math.inf
+        self._capture_end = -math.inf
 
 
 def make_runner(

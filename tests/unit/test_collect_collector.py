@@ -333,3 +333,36 @@ def test_nothing_is_lost_at_flush(mode: str) -> None:
     collector.offer(Sample(0.01, "a", 2))
     assert rows(collector.flush())[-1] == ("a", 0.01, 2)
     assert collector.counters["ready_batches"] == 0
+
+
+# -- clock -----------------------------------------------------------------------------------------------
+
+
+def test_poll_before_the_first_sample_does_not_anchor_on_the_wall_clock() -> None:
+    # The agent's data clock is the wall clock until the first frame; a replay's frames are years older.
+    collector = Collector([campaign('name = "x"\nmode = "all"\nbatch_interval_s = 2\nsignals = ["a"]')])
+    assert collector.poll(now=2_000_000_000.0) == []
+    batches = []
+    for t in ticks(0.0, 5.0):
+        collector.offer(Sample(1_500_000_000.0 + t, "a", t))
+        batches += collector.poll()
+    assert [b.sample_count() for b in batches] == [16, 16]  # cut by sample time, before any flush
+
+
+def test_a_clock_stepped_back_re_anchors_and_truncates_open_captures() -> None:
+    collector = Collector(
+        [campaign(BRAKES), campaign('name = "x"\nmode = "all"\nbatch_interval_s = 2\nsignals = ["a"]')]
+    )
+    for sample in braking_stream([20.0], end=21.0):
+        collector.offer(Sample(1000.0 + sample.timestamp, sample.name, sample.value))
+    collector.offer(Sample(1021.0, "a", 1))
+    before = collector.poll(now=1021.0)
+    assert before == []  # the capture is open until 1025, the batch of "a" until 1023
+    # The clock is stepped back by 500 s: what was open goes out, grids restart on the new time.
+    after_step = collector.poll(now=521.0)
+    assert sorted(b.campaign or "" for b in after_step) == ["brakes", "x"]
+    counters = collector.counters
+    assert (counters["clock_rewinds"], counters["captures_truncated"]) == (1, 1)
+    for t in ticks(0.0, 4.0):
+        collector.offer(Sample(521.0 + t, "a", t))
+    assert [b.sample_count() for b in collector.poll()] == [16, 16]  # cut at 523 and 525: the new grid
