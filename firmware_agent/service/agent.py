@@ -31,7 +31,7 @@ from firmware_agent.pipeline.decoding import SampleDecoder
 from firmware_agent.pipeline.e2e_check import E2EChecker
 from firmware_agent.pipeline.hooks import BatchAnnotator, SampleObserver
 from firmware_agent.service.config import AgentConfig
-from firmware_agent.sources import open_source
+from firmware_agent.sources import Source, open_source
 from firmware_agent.sources.reader import EventBox, FrameQueue, SourceReader
 from firmware_agent.telemetry.broker import BrokerConfig
 from firmware_agent.telemetry.cose import Signer
@@ -64,7 +64,8 @@ class Agent:
 
     `observers` and `annotators` are the identity slot (see `pipeline.hooks`). `on_ready` is called once
     every source is started and the uploader is connecting; `on_heartbeat` on every heartbeat with the
-    health summary (a systemd wrapper sends `READY=1` and `WATCHDOG=1` from them).
+    health summary (a systemd wrapper sends `READY=1` and `WATCHDOG=1` from them). `sources`, when given,
+    replaces the sources the configuration names (for embedding the agent, e.g. in benchmarks).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class Agent:
         on_ready: Callable[[], None] | None = None,
         on_heartbeat: Hook | None = None,
         log: TextIO = sys.stderr,
+        sources: Iterable[Source] | None = None,
     ) -> None:
         self.config = config
         self.log = log
@@ -94,7 +96,8 @@ class Agent:
         )
         self.frames = FrameQueue(config.reader)
         self.events = EventBox()
-        self.readers = [SourceReader(open_source(spec), self.frames, self.events) for spec in config.sources]
+        chosen = list(sources) if sources is not None else [open_source(spec) for spec in config.sources]
+        self.readers = [SourceReader(source, self.frames, self.events) for source in chosen]
         for reader in self.readers:
             reader.source.kernel_filters = self.decoder.kernel_filters(reader.source.name)
         broker = BrokerConfig(
