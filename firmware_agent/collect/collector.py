@@ -178,7 +178,12 @@ class Collector:
             del self._events[0]
             self._stats["dropped_events"] += 1
         self._events.append(event)
-        self._events_due = min(self._events_due, event.timestamp + self._events_delay)
+        # An event stamped on another clock than the samples (a wall-clock event during a replay) must
+        # not wait for that time: far ahead of the collector's own time, the delay counts from the latter.
+        base = event.timestamp
+        if self._acted_at > -math.inf and base > self._acted_at + self._rewind_after:
+            base = self._acted_at
+        self._events_due = min(self._events_due, base + self._events_delay)
         self._lower_deadline(self._events_due)
 
     @property

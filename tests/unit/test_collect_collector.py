@@ -366,3 +366,14 @@ def test_a_clock_stepped_back_re_anchors_and_truncates_open_captures() -> None:
     for t in ticks(0.0, 4.0):
         collector.offer(Sample(521.0 + t, "a", t))
     assert [b.sample_count() for b in collector.poll()] == [16, 16]  # cut at 523 and 525: the new grid
+
+
+def test_an_event_on_the_wall_clock_does_not_wait_for_it_during_a_replay() -> None:
+    collector = Collector([campaign(BRAKES)], events_max_delay_s=2.0)  # no batch to ride with
+    collector.offer(Sample(1_500_000_000.0, "speed", 1.0))
+    collector.add_event(Event(2_000_000_000.0, "bus_gap"))
+    collector.offer(Sample(1_500_000_001.0, "speed", 1.0))
+    assert collector.poll() == []
+    collector.offer(Sample(1_500_000_002.0, "speed", 1.0))
+    (batch,) = collector.poll()
+    assert [event.kind for event in batch.events] == ["bus_gap"]
