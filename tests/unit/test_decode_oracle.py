@@ -170,16 +170,16 @@ def test_fast_decoders_match_cantools(dbc: Path) -> None:
 
 
 def test_frame_decoder_counts_why_frames_are_skipped(shared_data: Path) -> None:
-    catalog = Catalog.from_specs([str(shared_data / "dbc" / "cantools__multiplex_2.dbc")], warn_stream=None)
+    catalog = Catalog.from_specs([str(shared_data / "dbc" / "cantools__motohawk.dbc")], warn_stream=None)
     decoder = FrameDecoder(catalog)
-    message = catalog.messages()[0]
-    good = decoder.decode(can.Message(arbitration_id=message.frame_id, is_extended_id=True, data=bytes(8)))
+    (message,) = catalog.messages()
+    data = bytes.fromhex("c001400000000000")
+    good = decoder.decode(can.Message(arbitration_id=message.frame_id, is_extended_id=False, data=data))
     assert good is not None and good[0] is message
+    assert good[1] == message.decode(data)
     assert decoder.decode(can.Message(arbitration_id=0x7FF, is_extended_id=False, data=bytes(8))) is None
-    assert (
-        decoder.decode(can.Message(arbitration_id=message.frame_id, is_extended_id=True, data=bytes(2)))
-        is None
-    )
+    short = can.Message(arbitration_id=message.frame_id, is_extended_id=False, data=bytes(2))
+    assert decoder.decode(short) is None
     assert decoder.decode(can.Message(arbitration_id=1, is_remote_frame=True)) is None
     assert decoder.skips == {"unknown id": 1, "too short": 1, "remote frame": 1}
 
