@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sim.personas import Behaviour, Identity
 
 WINDOW_SPEED = 25.0  #: % of travel per second
-SEAT_SPEED = 6.0  #: % per second for memory recall and manual adjustment
+SEAT_SPEED = 15.0  #: % per second for memory recall and manual adjustment
 INACTIVE, CLOSE, OPEN, ONE_SHOT_CLOSE, ONE_SHOT_OPEN = 0, 1, 2, 3, 4
 LOCK, OFF, ACC, ON, START = 0, 1, 2, 3, 4
 PROFILE_SELECTED = 1
@@ -103,7 +103,8 @@ class Cabin:
         self._presses: list[tuple[float, int]] = []  # (time, volume delta) still to press
         self._unmute_at: float | None = None
         self._nav_planned = rng.random() < behaviour.nav_probability
-        self._home_volume = 0
+        self._seated = False
+        self._recall_done = 0.0
 
     def step(self, now: float, dt: float, speed_kmh: float, road: str, parked_at: float | None) -> None:
         """Advance the cabin to `now` (seconds since the start of the capture)."""
@@ -111,7 +112,7 @@ class Cabin:
         self._opening(now)
         if parked_at is not None:
             self._closing(now - parked_at)
-        self._move_seat(dt)
+        self._move_seat(now, dt)
         if s.ignition >= ACC:
             self._windows(now, dt, speed_kmh, road)
         if s.ignition >= ON and parked_at is None:
@@ -132,8 +133,10 @@ class Cabin:
             s.doors[0] = True
         if DOOR_CLOSE <= now < DOOR_CLOSE + 1:
             s.doors[0] = False
-        if now >= SEAT_ADJUST and not s.recall_active and self._seat_target is None and now < DEPART:
+        settled = now >= SEAT_ADJUST and now >= self._recall_done + 1.5  # sat down, felt the seat
+        if settled and not s.recall_active and self._seat_target is None and not self._seated:
             d = self.driver
+            self._seated = True
             if abs(s.seat_position - d.seat_position) > 0.5:
                 self._seat_target = (d.seat_position, d.seat_height, d.backrest_recline)  # adjusts by hand
         if IGNITION_ACC <= now < IGNITION_START and s.ignition < ACC:
@@ -181,7 +184,7 @@ class Cabin:
         if since_parked >= PARK_KEY_GONE:
             s.key_present = False
 
-    def _move_seat(self, dt: float) -> None:
+    def _move_seat(self, now: float, dt: float) -> None:
         if self._seat_target is None:
             return
         s = self.state
@@ -194,7 +197,9 @@ class Cabin:
             done = done and abs(new - target) < 1e-6
         if done:
             self._seat_target = None
-            s.recall_active = False
+            if s.recall_active:
+                s.recall_active = False
+                self._recall_done = now
 
     # -- habits while driving ---------------------------------------------------------------------------
 
@@ -204,7 +209,7 @@ class Cabin:
     def _windows(self, now: float, dt: float, speed_kmh: float, road: str) -> None:
         s = self.state
         b = self.b
-        if s.ignition >= ON and road == "city" and 0 < speed_kmh < 60 and self._chance(b.window_uses_per_min, dt):
+        if s.ignition >= ON and road == "city" and speed_kmh < 60 and self._chance(b.window_uses_per_min, dt):
             choices = (0, 2, 3) if b.window_rear else (0,)
             index = self._rng.choice(choices)
             window = s.windows[index]

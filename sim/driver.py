@@ -65,8 +65,12 @@ class Driver:
         while sum(s.length for s in self._ahead) - self._position < distance:
             self._ahead.append(next(self._route))
 
-    def pull_over(self, state: VehicleState) -> None:
+    def pull_over(self, now: float, state: VehicleState) -> None:
         """End the trip: stop at the kerb a comfortable braking distance ahead, then park."""
+        if self._waiting_until is not None and self.parked_at is None:
+            self.parked_at = now  # already standing: this is where the trip ends
+            self._waiting_until = None
+            return
         if self._pull_over_at is None:
             v = abs(state.speed)
             self._pull_over_at = self._position + v * v / (2 * self.b.brake_decel) + v * 1.0 + 2.0
@@ -119,9 +123,8 @@ class Driver:
 
     def _constraints(self) -> Iterator[tuple[float, float, float]]:
         """(distance ahead, speed to reach there, margin) for each upcoming speed constraint."""
-        for mark in (self._emergency_at, self._pull_over_at):
-            if mark is not None:
-                yield mark - self._position, 0.0, 0.0
+        if self._pull_over_at is not None:
+            yield self._pull_over_at - self._position, 0.0, 0.0
         distance = -self._position
         for segment in self._ahead:
             if distance > 0:

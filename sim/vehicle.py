@@ -184,7 +184,7 @@ class Simulation:
                 if pull_over_from is not None and driver.parked_at is None:
                     braking_time = abs(model.state.speed) / trip.brake_decel + 4.0
                     if now >= pull_over_from - braking_time:
-                        driver.pull_over(model.state)
+                        driver.pull_over(now, model.state)
                 if hard_brakes and now >= hard_brakes[0] and driver.emergency_stop(model.state):
                     hard_brakes.pop(0)
                 driver.step(now, TICK, model.state)
