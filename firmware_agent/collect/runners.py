@@ -93,7 +93,7 @@ class Runner:
         self.deadline = self._cut_at
 
     def before_cut(self, now: float) -> None:
-        """Hook: move samples held back (throttled, periodic) into the batch before it is cut."""
+        """Hook: move samples held back (throttled on-change samples) into the batch before it is cut."""
 
     def flush(self) -> None:
         """End of input: move everything held back into the batch and cut it."""
