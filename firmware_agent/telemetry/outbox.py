@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_agent.errors import UserError
 from firmware_agent.values import Batch
 
 #: The persisted counters, in report order.
@@ -53,6 +54,10 @@ CREATE INDEX IF NOT EXISTS outbox_eviction ON outbox (priority, seq);
 CREATE TABLE IF NOT EXISTS dead_letter (
     seq INTEGER PRIMARY KEY, reason TEXT NOT NULL, failed REAL NOT NULL, data BLOB NOT NULL);
 """
+
+
+class OutboxError(UserError):
+    """The outbox database cannot be opened (path, permissions, file system, not a database)."""
 
 
 class BatchRejectedError(Exception):
@@ -98,10 +103,25 @@ class Outbox:
         self._seal = seal
         self._last_size = 0  # bytes of the batch being committed, for eviction after a full error
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._open(max_bytes)
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from exc
+        self._counters = dict(
+            self._db.execute("SELECT key, value FROM meta WHERE key != 'next_seq'").fetchall()
+        )
+
+    # --- schema and transactions -------------------------------------------------------------------
+
+    def _open(self, max_bytes: int) -> None:
         self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only takes effect on a new file
-        self._db.execute("PRAGMA journal_mode = WAL")
+        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise OutboxError(
+                f"{self.path}: the file system does not support SQLite WAL (journal mode {mode})"
+            )
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         self._db.execute(f"PRAGMA journal_size_limit = {WAL_AUTOCHECKPOINT_PAGES * PAGE_SIZE}")
@@ -109,11 +129,6 @@ class Outbox:
         self._db.execute(f"PRAGMA max_page_count = {max_bytes // page_size}")
         with self._transaction():
             self._create_schema()
-        self._counters = dict(
-            self._db.execute("SELECT key, value FROM meta WHERE key != 'next_seq'").fetchall()
-        )
-
-    # --- schema and transactions -------------------------------------------------------------------
 
     def _create_schema(self) -> None:
         for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -213,7 +228,7 @@ class Outbox:
             with self._transaction():
                 self._bump(**deltas)
         except sqlite3.OperationalError:
-            pass  # still full: the in-memory count is reported and persisted with the next change
+            pass  # still full: this count lives in memory only (reported, but lost at restart)
         self._apply(**deltas)
 
     # --- the uploader side -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_agent.telemetry.cose import Signer, unverified_payload
-from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
+from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox, OutboxError
 from firmware_agent.telemetry.payload import decode_payload
 from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.values import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL, Batch, Sample
@@ -120,3 +120,9 @@ def test_eviction_counters_ride_in_the_next_payload(tmp_path: Path) -> None:
         counters = decode_payload(unverified_payload(latest.data)).counters
         assert counters is not None and counters["evicted"] > 0 and counters["disk_full"] > 0
         assert counters["committed"] == 99, "the counters as of the commit before this one"
+
+
+def test_unusable_outbox_path_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "not-a-db").write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(OutboxError, match="not-a-db: cannot open the outbox"):
+        Outbox(tmp_path / "not-a-db", _seal)
