@@ -49,7 +49,7 @@ class _Plan:
 
 
 class SampleDecoder:
-    """Turns frames into samples for `sink`, decoding only the wanted signals.
+    """Turns frames into samples, decoding only the wanted signals.
 
     `wanted`: sample names (VSS paths or `MESSAGE.Signal`, either spelling of a mapped signal) or None for
     every signal. Counters: `frames`, `samples`, `skipped_unknown` (no database knows the frame),
@@ -62,13 +62,11 @@ class SampleDecoder:
         vss: VssMap,
         wanted: Collection[str] | None,
         checker: E2EChecker,
-        sink: Callable[[Sample], None],
     ) -> None:
         self.catalog = catalog
         self.vss = vss
         self.wanted = None if wanted is None else frozenset(wanted)
         self.checker = checker
-        self.sink = sink
         self.counts: Counter[str] = Counter()
         self._frame_decoder = FrameDecoder(catalog, decode_choices=True)
         self._plans: dict[tuple[object, int, bool], _Plan | None] = {}
@@ -97,11 +95,13 @@ class SampleDecoder:
         self._plans[(channel, frame_id, is_extended)] = plan
         return plan
 
-    def process(self, frames: list[can.Message]) -> None:
-        """Decode a chunk of frames and hand every wanted sample to the sink, in frame order."""
-        plans, sink, counts = self._plans, self.sink, self.counts
+    def process(self, frames: list[can.Message]) -> list[Sample]:
+        """Decode a chunk of frames; the wanted samples, in frame order."""
+        plans, counts = self._plans, self.counts
         missing = _MISSING
-        skipped = samples = 0
+        skipped = 0
+        samples: list[Sample] = []
+        emit = samples.append
         for frame in frames:
             key = (frame.channel, frame.arbitration_id, frame.is_extended_id)
             plan = plans.get(key, missing)
@@ -125,11 +125,11 @@ class SampleDecoder:
                     continue  # not in this multiplexer branch
                 if has_choices and type(value) is NamedSignalValue:
                     value = str(value.name)
-                sink(Sample(timestamp, name, value))
-                samples += 1
+                emit(Sample(timestamp, name, value))
         counts["frames"] += len(frames)
         counts["skipped"] += skipped
-        counts["samples"] += samples
+        counts["samples"] += len(samples)
+        return samples
 
     def reset_bus(self, bus: str) -> None:
         """After a bus gap: restart the E2E counter checks of that channel."""

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+import can
+
 from firmware_agent.collect.campaign import Campaign, campaigns_for_option, needed_signals
 from firmware_agent.collect.collector import Collector
 from firmware_agent.collect.names import SignalNames
@@ -39,7 +41,7 @@ from firmware_agent.telemetry.keys import Keyring, load_private_key
 from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
 from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
-from firmware_agent.values import Batch, Event, Sample
+from firmware_agent.values import Batch, Event
 from firmware_agent.vss import VssMap
 
 #: How often (data-clock seconds) the collector is polled for finished batches.
@@ -90,10 +92,7 @@ class Agent:
         self.collector = Collector(self.campaigns)
         self.checker = E2EChecker(config.e2e, self._event)
         self.observers = list(observers)
-        sink = self.collector.offer if not self.observers else self._observe_then_collect
-        self.decoder = SampleDecoder(
-            self.catalog, self.vss, needed_signals(self.campaigns), self.checker, sink
-        )
+        self.decoder = SampleDecoder(self.catalog, self.vss, needed_signals(self.campaigns), self.checker)
         self.frames = FrameQueue(config.reader)
         self.events = EventBox()
         chosen = list(sources) if sources is not None else [open_source(spec) for spec in config.sources]
@@ -126,10 +125,12 @@ class Agent:
 
     # --- stages ------------------------------------------------------------------------------------
 
-    def _observe_then_collect(self, sample: Sample) -> None:
+    def _process(self, chunk: list[can.Message]) -> None:
+        samples = self.decoder.process(chunk)
         for observer in self.observers:
-            observer.observe(sample)
-        self.collector.offer(sample)
+            for sample in samples:
+                observer.observe(sample)
+        self.collector.offer_many(samples)
 
     def _event(self, event: Event) -> None:
         self.collector.add_event(event)
@@ -249,7 +250,7 @@ class Agent:
         chunk = self.frames.get(timeout=0.05)
         processed = 0
         while chunk is not None:
-            self.decoder.process(chunk)
+            self._process(chunk)
             self._last_frame_time = chunk[-1].timestamp
             self._last_frame_mono = time.monotonic()
             processed += 1
@@ -273,7 +274,7 @@ class Agent:
             reader.stop()
         chunk = self.frames.get_nowait()
         while chunk is not None:
-            self.decoder.process(chunk)
+            self._process(chunk)
             chunk = self.frames.get_nowait()
         for event in self.events.drain():
             self.collector.add_event(event)

@@ -82,9 +82,9 @@ def _comparable(item: tuple) -> tuple:
 def run(catalog: Catalog, vss: VssMap, frames: list[can.Message], wanted: set[str] | None):
     samples: list[Sample] = []
     events: list[Event] = []
-    decoder = SampleDecoder(catalog, vss, wanted, E2EChecker(E2ESettings(), events.append), samples.append)
+    decoder = SampleDecoder(catalog, vss, wanted, E2EChecker(E2ESettings(), events.append))
     for start in range(0, len(frames), 100):
-        decoder.process(frames[start : start + 100])
+        samples += decoder.process(frames[start : start + 100])
     return decoder, samples, events
 
 
@@ -160,12 +160,11 @@ def test_kernel_filters_pass_exactly_the_wanted_messages(catalog: Catalog, vss: 
         vss,
         {"Vehicle.Speed", "KEY_STATUS.KeyId", "Vehicle.Chassis.Brake.PedalPosition"},
         E2EChecker(E2ESettings(), lambda e: None),
-        lambda s: None,
     )
     assert decoder.kernel_filters("powertrain") == [{"can_id": 0x100, "can_mask": 0x7FF, "extended": False}]
     assert decoder.kernel_filters("body") == [
         {"can_id": 0x18FF4040, "can_mask": 0x1FFFFFFF, "extended": True}
     ]
     assert decoder.kernel_filters("infotainment") == []
-    everything = SampleDecoder(catalog, vss, None, E2EChecker(E2ESettings(), lambda e: None), lambda s: None)
+    everything = SampleDecoder(catalog, vss, None, E2EChecker(E2ESettings(), lambda e: None))
     assert len(everything.kernel_filters("chassis")) == 4
