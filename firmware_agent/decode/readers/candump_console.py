@@ -53,7 +53,7 @@ def parse_line(line: bytes, now: float) -> Frame | None:
         channel=match["channel"].decode("utf-8", "replace"),
         arbitration_id=arbitration_id & 0x1FFFFFFF,
         is_extended=len(match["id"]) > 3,
-        is_fd=match["length"].startswith(b"0") or length > 8,
+        is_fd=length > 8 or (len(match["length"]) == 2 and match["length"].startswith(b"0")),  # [08]
         is_remote=is_remote,
         is_error=is_error,
         data=data,

@@ -1,0 +1,218 @@
+"""Capture readers: every format python-can reads gives the same frames through ours, plus what it cannot."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import can
+import pytest
+
+from firmware_agent.decode.readers import detect_format, open_capture
+from firmware_agent.decode.readers.candump_console import CandumpConsoleReader
+from firmware_agent.decode.readers.candump_log import CandumpLogReader
+from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
+from firmware_agent.errors import UserError
+from tests.conftest import SHARED_DATA
+
+PYTHON_CAN_FILES = sorted((SHARED_DATA / "captures" / "python-can").iterdir())
+
+
+def _frames(batches: list[FrameBatch]) -> list[can.Message]:
+    return [batch.message(row) for batch in batches for row in range(len(batch))]
+
+
+def _same_frame(ours: can.Message, theirs: can.Message) -> None:
+    assert ours.timestamp == theirs.timestamp
+    assert ours.is_error_frame == theirs.is_error_frame
+    if theirs.is_error_frame:
+        return  # python-can's candump reader drops the channel and ID of error frames
+    assert ours.channel == ("" if theirs.channel is None else str(theirs.channel))
+    assert (ours.arbitration_id, ours.is_extended_id) == (theirs.arbitration_id, theirs.is_extended_id)
+    assert ours.is_remote_frame == theirs.is_remote_frame
+    assert ours.is_fd == theirs.is_fd
+    if not theirs.is_remote_frame:
+        assert bytes(ours.data) == bytes(theirs.data)
+
+
+@pytest.mark.parametrize("path", PYTHON_CAN_FILES, ids=[p.name for p in PYTHON_CAN_FILES])
+def test_python_can_formats_read_like_python_can(path: Path) -> None:
+    capture = open_capture(str(path))
+    assert capture.format_name in ("ASC", "BLF", "TRC")
+    ours = _frames(list(capture))
+    theirs = list(can.LogReader(str(path)))
+    assert len(ours) == len(theirs) > 0
+    for mine, reference in zip(ours, theirs, strict=True):
+        _same_frame(mine, reference)
+
+
+def test_mf4_files_read_like_python_can(shared_data: Path) -> None:
+    path = shared_data / "captures" / "css_mf4" / "other_matlab-basics_LOG_11111111_00000012_00000001.MF4"
+    capture = open_capture(str(path))
+    assert capture.format_name == "MF4"
+    ours = _frames(list(capture))
+    theirs = list(can.LogReader(str(path)))
+    assert len(ours) == len(theirs) > 50_000
+    for index in range(0, len(theirs), 997):
+        _same_frame(ours[index], theirs[index])
+    assert {frame.channel for frame in ours} == {"1", "2"}
+
+
+def test_candump_log_matches_python_can_on_the_rav4_capture(rav4_capture: Path) -> None:
+    ours = _frames(list(open_capture(str(rav4_capture))))
+    theirs = list(can.LogReader(str(rav4_capture)))
+    assert len(ours) == len(theirs) == 135_468
+    for mine, reference in zip(ours, theirs, strict=True):
+        _same_frame(mine, reference)
+
+
+# Lines python-can's own candump reader accepts: its parse is the reference for each.
+ACCEPTED_LINES = [
+    b"(1533226487.000018) can0 2E4#BE000000A9 T",
+    b"(0.000000) vcan0 001#8d00100100820100",
+    b"(12.5) can1 7FF#",
+    b"(1700000000.123456789) can0 123#1122",
+    b"(1533226487.000100) can0 12345678#DEADBEEF R",
+    b"(1533226487.000200) can0 123##1" + b"AB" * 64,
+    b"(1533226487.000300) can0 1FFFFFFF##0" + b"01" * 12,
+    b"(1533226487.000400) can0 123#R",
+    b"(1533226487.000500) can0 123#R8",
+    b"(1533226487.000600) can0 20000080#0000000000000000",
+    b"(1533226487.000700) averyverylongchannelname 123#11",
+    b"(1533226487.000800)  can0  123#11",
+    b"(1533226487.000900) can0 123#11\r",
+]
+
+
+def _read_log(text: bytes, strict: bool = False) -> tuple[list[can.Message], ReadStats]:
+    stats = ReadStats()
+    reader = CandumpLogReader(io.BytesIO(text), "test.log", stats, strict)
+    return _frames(list(reader)), stats
+
+
+def test_candump_log_lines_parse_like_python_can(tmp_path: Path) -> None:
+    path = tmp_path / "lines.log"
+    path.write_bytes(b"\n".join(ACCEPTED_LINES) + b"\n")
+    theirs = list(can.io.CanutilsLogReader(str(path)))
+    ours, stats = _read_log(path.read_bytes())
+    assert stats.malformed == 0
+    assert len(ours) == len(theirs) == len(ACCEPTED_LINES)
+    for mine, reference in zip(ours, theirs, strict=True):
+        _same_frame(mine, reference)
+
+
+def test_fd_flags_written_as_hex_letters_are_read() -> None:
+    # python-can 4.6.1 parses the flags nibble base 10 and raises on these
+    line = b"(1533226487.000018) can0 123##F1122334455667788990011\n"
+    with pytest.raises(ValueError):
+        list(can.io.CanutilsLogReader(io.StringIO(line.decode())))
+    frames, stats = _read_log(line + b"(1533226487.000019) can0 124##B" + b"00" * 64 + b"\n")
+    assert stats.malformed == 0
+    assert [(f.arbitration_id, f.is_fd, len(f.data)) for f in frames] == [
+        (0x123, True, 11),
+        (0x124, True, 64),
+    ]
+    assert bytes(frames[0].data) == bytes.fromhex("1122334455667788990011")
+
+
+def test_malformed_lines_are_counted_with_their_numbers() -> None:
+    text = b"\n".join(
+        [
+            b"(1.000000) can0 123#11",
+            b"garbage",
+            b"",
+            b"(1.000001) can0 123#1",  # odd number of hex digits
+            b"(1.000002) can0 12G#11",
+            b"(1.000003) can0 123#22",
+        ]
+    )
+    frames, stats = _read_log(text)
+    assert [bytes(f.data) for f in frames] == [b"\x11", b"\x22"]
+    assert stats.malformed == 3
+    assert stats.malformed_lines == [2, 4, 5]
+
+
+def test_strict_makes_a_malformed_line_fatal_naming_file_and_line() -> None:
+    with pytest.raises(UserError, match=r"^test\.log:2: malformed candump line"):
+        _read_log(b"(1.000000) can0 123#11\nnot a frame\n", strict=True)
+
+
+def test_line_numbers_continue_across_blocks() -> None:
+    good = b"(1.000000) can0 123#11\n"
+    text = good * 5000 + b"broken\n" + good
+    stats = ReadStats()
+    reader = CandumpLogReader(io.BytesIO(text), "x.log", stats, block_bytes=4096)
+    assert sum(len(batch) for batch in reader) == 5001
+    assert stats.malformed_lines == [5001]
+
+
+CONSOLE = (
+    b"""\
+  can0  123   [8]  11 22 33 44 55 66 77 88
+  can0  12345678   [2]  DE AD
+ (1533226487.000018)  can1  2E4   [5]  BE 00 00 00 A9
+  can0  321  [64]  """
+    + b" ".join(b"%02X" % i for i in range(64))
+    + b"""
+  can0  321  [08]  01 02 03 04 05 06 07 08
+  can0  7FF   [0]  remote request
+  can0  20000080   [8]  00 00 00 00 00 00 00 00   ERRORFRAME
+this is not candump
+"""
+)
+
+
+def test_console_candump_output() -> None:
+    stats = ReadStats()
+    frames = _frames(list(CandumpConsoleReader(io.BytesIO(CONSOLE), "stdin", stats)))
+    assert [(f.channel, f.arbitration_id, f.is_extended_id, f.is_fd, len(f.data)) for f in frames] == [
+        ("can0", 0x123, False, False, 8),
+        ("can0", 0x12345678, True, False, 2),
+        ("can1", 0x2E4, False, False, 5),
+        ("can0", 0x321, False, True, 64),
+        ("can0", 0x321, False, True, 8),
+        ("can0", 0x7FF, False, False, 0),
+        ("can0", 0x80, True, False, 8),
+    ]
+    assert frames[2].timestamp == 1533226487.000018
+    assert frames[5].is_remote_frame and frames[6].is_error_frame
+    assert stats.malformed_lines == [8]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("a.log", b"(1.0) can0 123#11\n", "candump -L"),
+        ("capture.txt", b"  can0  123   [1]  11\n", "candump output"),
+        ("noext", b"date Sam Sep 30 15:06:13.191 2017\nbase hex  timestamps absolute\n", "ASC"),
+        ("x", b"timestamp,arbitration_id,extended,remote,error,dlc,data\n", "CSV"),
+        ("y.dat", b";$FILEVERSION=2.1\n", "TRC"),
+        ("z.bin", b"LOGG" + bytes(100), "BLF"),
+        ("empty.asc", b"", "ASC"),
+    ],
+)
+def test_format_detection_by_content_then_extension(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert detect_format(str(path)) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 8, "binary file that is not a CAN capture"),
+        (b"hello world\nthis is text\n", "unknown capture format"),
+    ],
+)
+def test_unreadable_files_are_user_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "capture.log"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        open_capture(str(path))
+
+
+def test_missing_capture_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        open_capture(str(tmp_path / "nope.log"))
