@@ -116,3 +116,16 @@ def test_a_failing_message_handler_is_counted_and_does_not_stop_uploads(
         vehicle.uploader.stop(timeout=5)
     assert vehicle.uploader.counters()["callback_errors"] == 1
     assert vehicle.outbox.counters()["acknowledged"] == 3
+
+
+def test_agent_started_before_the_broker_connects_when_it_comes_up(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    mosquitto.stop()
+    vehicle = make_vehicle(tmp_path, "veh-0001", vehicle_broker(mosquitto, "veh-0001"))
+    vehicle.uploader.start()
+    vehicle.commit(2)
+    assert vehicle.outbox.pending_count() == 2
+    mosquitto.start()
+    assert vehicle.uploader.stop(timeout=30)
+    assert vehicle.outbox.counters()["acknowledged"] == 2
