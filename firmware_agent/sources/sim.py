@@ -1,8 +1,10 @@
 """`sim:driver=NAME,scenario=NAME,seed=N,duration=SECONDS`: the vehicle simulator, in-process.
 
 Frames come straight from `sim.Simulation(...).frames()`, on the vehicle's four buses (`body`,
-`powertrain`, `chassis`, `infotainment`), stamped with simulated time starting now. As fast as possible by
-default; `speed=X` paces them at X times real time. Not live: the reader waits rather than drop frames.
+`powertrain`, `chassis`, `infotainment`), stamped with simulated time starting now (or at `start=EPOCH`).
+As fast as possible by default; `speed=X` paces them at X times real time. `fault=SPEC` injects faults
+(the simulator's `NAME[@START[+DURATION]][:BUS]`, several separated by `;`). Not live: the reader waits
+rather than drop frames.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from firmware_agent.sources.spec import SourceSpec
 class SimSource(Source):
     """The simulator as a source; `duration` (seconds, default 60) makes it finite."""
 
-    OPTIONS = ("driver", "scenario", "seed", "duration", "speed")
+    OPTIONS = ("driver", "scenario", "seed", "duration", "speed", "fault", "start")
     live = False
 
     def __init__(self, spec: SourceSpec) -> None:
@@ -36,7 +38,22 @@ class SimSource(Source):
             value = spec.option(key)
             if value:
                 self.options[key] = value
+        self.start = spec.number("start", 0.0) if "start" in spec.options else None
+        self.faults = [text for text in (spec.option("fault") or "").split(";") if text.strip()]
         self._frames: Iterator[can.Message] | None = None
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse an unknown driver, scenario or fault now rather than when the reader starts."""
+        from sim import find_persona, find_scenario, parse_fault
+
+        try:
+            find_persona(self.options.get("driver", 1))
+            find_scenario(self.options.get("scenario", "city"))
+            for text in self.faults:
+                parse_fault(text)
+        except UserError as exc:
+            raise UserError(f"source {self.spec.text!r}: {exc}") from exc
 
     @property
     def name(self) -> str:
@@ -46,12 +63,14 @@ class SimSource(Source):
     def open(self) -> None:
         """Build the simulation (persona, scenario and seed are checked here)."""
         try:
-            from sim import Simulation  # type: ignore[attr-defined]
+            from sim import Simulation, parse_fault
         except ImportError as exc:
             raise UserError(f"source {self.spec.text!r}: the simulator package is not available") from exc
         try:
-            simulation = Simulation(start_time=time.time(), **self.options)
-        except (KeyError, ValueError, LookupError) as exc:
+            faults = [parse_fault(text) for text in self.faults]
+            start = self.start if self.start is not None else time.time()
+            simulation = Simulation(start_time=start, faults=faults, **self.options)
+        except UserError as exc:
             raise UserError(f"source {self.spec.text!r}: {exc}") from exc
         self._frames = self._paced(simulation.frames())
 

@@ -228,3 +228,37 @@ def test_tls_client_certificate_and_config_file(
     names = {name for payload in payloads for name in payload.signals}
     assert names == {"WHEEL_SPEEDS.WHEEL_SPEED_FL"}
     assert all(p.campaign == "speed" for p in payloads if p.signals)
+
+
+def test_simulated_drive_with_crc_faults(
+    mosquitto: Mosquitto, tmp_path: Path, key: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    """Our own vehicle (default DBCs, VSS names) from the in-process simulator, with a burst of bad CRCs."""
+    from sim import Simulation, parse_fault
+
+    key_path, private = key
+    drive = {"driver": "2", "scenario": "city", "seed": 3, "duration": 20.0}
+    fault = "bad-crc@5+2:powertrain"
+    source = "sim:driver=2,scenario=city,seed=3,duration=20,start=1767225600,fault=" + fault
+    command = [*AGENT, "run", "--source", source, "--broker", mosquitto.url, "--vehicle-id", VEHICLE]
+    command += ["--signing-key", str(key_path), "--state-dir", str(tmp_path / "state"), "--exit-at-end"]
+    with Subscriber(backend_broker(mosquitto), ["vehicles/+/telemetry"]) as subscriber:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+        payloads = list(receive_all(subscriber, private))
+    assert sorted(p.seq for p in payloads) == list(range(len(payloads)))
+    got = series_of(payloads)
+    assert "Vehicle.Speed" in got and "Vehicle.Chassis.Brake.PedalPosition" in got
+    events = [event for payload in payloads for event in payload.events]
+    faults = [event for event in events if event.kind == "e2e_fault"]
+    assert faults and {e.detail["bus"] for e in faults} == {"powertrain"}
+    assert all(e.detail["reasons"].get("crc") for e in faults)
+    counters = max(payloads, key=lambda p: p.seq).counters
+    assert counters is not None and counters["e2e.e2e_crc_errors"] > 0
+    # Every protected powertrain frame became a sample unless the E2E check dropped it.
+    simulation = Simulation(start_time=1767225600, faults=[parse_fault(fault)], **drive)  # type: ignore[arg-type]
+    protected = sum(
+        1 for f in simulation.frames() if f.channel == "powertrain" and f.arbitration_id in (0x100, 0x110)
+    )
+    delivered = len(got["Vehicle.Speed"]) + len(got["Vehicle.Chassis.Accelerator.PedalPosition"])
+    assert delivered == protected - counters["e2e.e2e_dropped"]
