@@ -191,7 +191,7 @@ class Simulation:
             model.step(TICK, driver.accel_pedal, driver.brake_pedal, driver.steering_angle)
             cabin.step(now, TICK, abs(model.state.speed) * 3.6, driver.road, driver.parked_at)
 
-            end = now + TICK
+            end = (tick + 1) * TICK
             for schedule in schedules:
                 while schedule.nominal < end:
                     frame = self._periodic_frame(schedule, signals, injector, jitter_rng)
@@ -239,7 +239,7 @@ class Simulation:
             if bad_crc:
                 data[schedule.profile.crc_byte] ^= 0x5A
         if short:
-            data = data[: max(1, len(data) // 2)]
+            data = data[: len(data) // 2]
         return self._message(message, schedule.bus, bytes(data), self.start_time + t)
 
     def _message(self, message: Message, bus: str, data: bytes, timestamp: float) -> can.Message:
