@@ -66,6 +66,7 @@ def pycose_verify(message: bytes, topic: str, key: Ed25519PrivateKey) -> Payload
     decoded = Sign1Message.decode(message)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     decoded.key = OKPKey(crv=Ed25519, x=raw)
-    decoded.external_aad = topic.encode()
+    decoded.external_aad = topic.encode()  # type: ignore[misc]  # settable at run time
     assert decoded.verify_signature(), f"pycose: bad signature on {topic}"
+    assert decoded.payload is not None
     return decode_payload(decoded.payload)

@@ -38,7 +38,7 @@ def _pycose_sign(key: Ed25519PrivateKey, payload: bytes, topic: str) -> bytes:
     )
     x = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     msg = Sign1Message(phdr={Algorithm: EdDSA, KID: kid_of(key.public_key())}, payload=payload)
-    msg.external_aad = topic.encode()
+    msg.external_aad = topic.encode()  # type: ignore[misc]  # settable at run time
     msg.key = OKPKey(crv=Ed25519, d=d, x=x)
     return bytes(msg.encode())
 

@@ -40,12 +40,12 @@ def test_our_message_verifies_with_pycose_and_is_bound_to_the_topic() -> None:
     decoded = Sign1Message.decode(message)
     assert decoded.phdr[Algorithm] is EdDSA and decoded.phdr[KID] == kid_of(key.public_key())
     decoded.key = OKPKey(crv=Ed25519, x=_raw(key)[1])
-    decoded.external_aad = TOPIC.encode()
+    decoded.external_aad = TOPIC.encode()  # type: ignore[misc]  # settable at run time
     assert decoded.verify_signature()
     assert decoded.payload == b"payload"
     decoded = Sign1Message.decode(message)
     decoded.key = OKPKey(crv=Ed25519, x=_raw(key)[1])
-    decoded.external_aad = b"vehicles/veh-0002/telemetry"
+    decoded.external_aad = b"vehicles/veh-0002/telemetry"  # type: ignore[misc]  # settable at run time
     assert not decoded.verify_signature()
 
 

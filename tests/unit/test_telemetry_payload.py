@@ -47,8 +47,8 @@ def test_wire_shape_is_the_documented_map() -> None:
 def test_numpy_scalars_and_bools_become_plain_numbers() -> None:
     np = pytest.importorskip("numpy")
     batch = Batch()
-    batch.add(Sample(T, "a", np.int64(3)))  # type: ignore[arg-type]
-    batch.add(Sample(T, "b", np.float32(1.5)))  # type: ignore[arg-type]
+    batch.add(Sample(T, "a", np.int64(3)))
+    batch.add(Sample(T, "b", np.float32(1.5)))
     batch.add(Sample(T, "c", True))
     signals = decode_payload(encode_payload(batch, "v", 0)).signals
     assert (signals["a"][1], signals["b"][1], signals["c"][1]) == ([3], [1.5], [1])
