@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import can
+import cbor2
 
-from firmware_agent.collect.campaign import Campaign, campaigns_for_option, needed_signals
+from firmware_agent.collect.campaign import Campaign, campaigns_for_option, needed_signals, parse_campaigns
 from firmware_agent.collect.collector import Collector
 from firmware_agent.collect.names import SignalNames
 from firmware_agent.decode.catalog import Catalog
@@ -36,8 +37,9 @@ from firmware_agent.service.config import AgentConfig
 from firmware_agent.sources import Source, open_source
 from firmware_agent.sources.reader import EventBox, FrameQueue, SourceReader
 from firmware_agent.telemetry.broker import BrokerConfig
+from firmware_agent.telemetry.campaign_updates import CampaignUpdate, CampaignUpdates
 from firmware_agent.telemetry.cose import Signer
-from firmware_agent.telemetry.keys import Keyring, load_private_key
+from firmware_agent.telemetry.keys import Keyring, kid_of, load_private_key, load_public_key
 from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
 from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
@@ -87,18 +89,25 @@ class Agent:
         self.annotators = list(annotators)
         self.catalog = Catalog.from_specs(config.dbc, warn_stream=log)
         self.vss = VssMap.load(config.vss)
-        names = SignalNames.from_catalog(self.catalog, self.vss)
-        self.campaigns: list[Campaign] = campaigns_for_option(config.collect, names)
+        self.names = SignalNames.from_catalog(self.catalog, self.vss)
+        self.frames = FrameQueue(config.reader)
+        self.events = EventBox()
+        self.campaign_updates = self._campaign_updates()
+        self.campaigns: list[Campaign] = self._initial_campaigns()
         self.collector = Collector(self.campaigns)
         self.checker = E2EChecker(config.e2e, self._event)
         self.observers = list(observers)
         self.decoder = SampleDecoder(self.catalog, self.vss, needed_signals(self.campaigns), self.checker)
-        self.frames = FrameQueue(config.reader)
-        self.events = EventBox()
+        # With campaign updates enabled a later campaign may want any message: filter on the DBCs only.
+        filters = self.decoder
+        if self.campaign_updates is not None:
+            filters = SampleDecoder(self.catalog, self.vss, None, self.checker)
+        self._next_campaigns: tuple[int, list[Campaign]] | None = None
+        self._campaign_lock = threading.Lock()
         chosen = list(sources) if sources is not None else [open_source(spec) for spec in config.sources]
         self.readers = [SourceReader(source, self.frames, self.events) for source in chosen]
         for reader in self.readers:
-            reader.source.kernel_filters = self.decoder.kernel_filters(reader.source.name)
+            reader.source.kernel_filters = filters.kernel_filters(reader.source.name)
         broker = BrokerConfig(
             url=config.broker.url,
             ca_file=config.broker.ca_file,
@@ -113,7 +122,8 @@ class Agent:
         uploader_config = UploaderConfig(
             broker=broker, vehicle_id=config.vehicle_id, max_inflight=config.broker.max_inflight
         )
-        self.uploader = Uploader(uploader_config, self.outbox)
+        on_campaign = self.campaign_updates.handle if self.campaign_updates is not None else None
+        self.uploader = Uploader(uploader_config, self.outbox, on_campaign=on_campaign)
         self.rejected_batches = 0
         self.batches_committed = 0
         self._stats_due = 0.0  # monotonic time of the next counters report
@@ -122,6 +132,58 @@ class Agent:
         self._last_frame_mono = 0.0
         self._next_poll = 0.0
         self.started = time.time()
+
+    # --- campaigns and signed updates ---------------------------------------------------------------
+
+    def _campaign_updates(self) -> CampaignUpdates | None:
+        if not self.config.campaign_keys:
+            return None
+        keys = {}
+        for path in self.config.campaign_keys:
+            public = load_public_key(path)
+            keys[kid_of(public)] = public
+        return CampaignUpdates(
+            self.config.vehicle_id,
+            keys,
+            self._on_campaign_update,
+            self.events.add,
+            state_file=self.config.campaign_serial_path,
+        )
+
+    def _initial_campaigns(self) -> list[Campaign]:
+        """The last campaign a signed update installed, else the configured one."""
+        path = self.config.campaign_path
+        if self.campaign_updates is not None and path.exists():
+            document = cbor2.loads(path.read_bytes())
+            return parse_campaigns(document, str(path), self.names)
+        return campaigns_for_option(self.config.collect, self.names)
+
+    def _on_campaign_update(self, update: CampaignUpdate) -> None:
+        """paho's thread: check the campaign, keep it on disk, hand it to the pipeline thread."""
+        campaigns = parse_campaigns(update.document, f"campaign update {update.serial}", self.names)
+        path = self.config.campaign_path
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as stream:
+            stream.write(cbor2.dumps(update.document))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+        with self._campaign_lock:
+            self._next_campaigns = (update.serial, campaigns)
+
+    def _apply_campaign_update(self) -> None:
+        with self._campaign_lock:
+            pending, self._next_campaigns = self._next_campaigns, None
+        if pending is None:
+            return
+        serial, campaigns = pending
+        self.campaigns = campaigns
+        self.collector.replace_campaigns(campaigns)
+        counts = self.decoder.counts
+        self.decoder = SampleDecoder(self.catalog, self.vss, needed_signals(campaigns), self.checker)
+        self.decoder.counts = counts
+        detail = {"serial": serial, "campaigns": [campaign.name for campaign in campaigns]}
+        self.collector.add_event(Event(timestamp=self.now(), kind="campaign_applied", detail=detail))
 
     # --- stages ------------------------------------------------------------------------------------
 
@@ -173,6 +235,8 @@ class Agent:
         counts.update({f"uploader.{k}": v for k, v in self.uploader.counters().items()})
         counts["events.dropped"] = self.events.dropped
         counts["agent.batches_rejected"] = self.rejected_batches
+        if self.campaign_updates is not None:
+            counts.update({f"campaign_updates.{k}": v for k, v in self.campaign_updates.counters().items()})
         return counts
 
     def _counters_when_due(self) -> Mapping[str, int]:
@@ -257,6 +321,7 @@ class Agent:
             if processed >= CHUNKS_PER_TURN:
                 break
             chunk = self.frames.get_nowait()
+        self._apply_campaign_update()
         for event in self.events.drain():
             if event.kind == "bus_gap":
                 self.decoder.reset_bus(str(event.detail.get("bus")))

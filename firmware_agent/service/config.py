@@ -61,6 +61,7 @@ class AgentConfig:
     dbc: tuple[str, ...] = field(default_factory=lambda: tuple(default_dbc_specs()))
     vss: Path = field(default_factory=lambda: default_dbc_dir() / "vss.toml")
     collect: str = "all"
+    campaign_keys: tuple[Path, ...] = ()
     outbox_max_bytes: int = 64 * 1024 * 1024
     e2e: E2ESettings = field(default_factory=E2ESettings)
     reader: ReaderSettings = field(default_factory=ReaderSettings)
@@ -74,6 +75,16 @@ class AgentConfig:
     def outbox_path(self) -> Path:
         """The SQLite outbox inside the state directory."""
         return self.state_dir / "outbox.sqlite3"
+
+    @property
+    def campaign_path(self) -> Path:
+        """The last campaign applied from a signed update (it outlives restarts)."""
+        return self.state_dir / "campaign-update.cbor"
+
+    @property
+    def campaign_serial_path(self) -> Path:
+        """The serial of the last applied campaign update (replays below it are refused)."""
+        return self.state_dir / "campaign-serial"
 
     @property
     def health_path(self) -> Path:
@@ -101,6 +112,7 @@ _TOP_KEYS = {
     "dbc",
     "vss",
     "collect",
+    "campaign_keys",
     "signing_key",
     "state_dir",
     "broker",
@@ -281,6 +293,7 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         dbc=tuple(dbc),
         vss=file.path("vss") or default_dbc_dir() / "vss.toml",
         collect=collect,
+        campaign_keys=tuple(base / Path(text).expanduser() for text in file.texts("campaign_keys")),
         outbox_max_bytes=file.number("outbox.max_bytes", 64 * 1024 * 1024, 64 * 1024, integer=True),
         e2e=e2e,
         reader=reader,

@@ -262,3 +262,64 @@ def test_simulated_drive_with_crc_faults(
     )
     delivered = len(got["Vehicle.Speed"]) + len(got["Vehicle.Chassis.Accelerator.PedalPosition"])
     assert delivered == protected - counters["e2e.e2e_dropped"]
+
+
+def publish_retained(broker: Mosquitto, topic: str, message: bytes) -> None:
+    """Publish as the backend, retained, QoS 1, and wait for the broker's acknowledgement."""
+    from firmware_agent.telemetry.broker import make_client
+
+    config = backend_broker(broker)
+    client = make_client(config, "backend-publisher")
+    client.connect(*config.address())
+    client.loop_start()
+    try:
+        client.publish(topic, message, qos=1, retain=True).wait_for_publish(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_signed_campaign_update_is_applied_and_a_forged_one_rejected(
+    mosquitto: Mosquitto, tmp_path: Path, key: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    from firmware_agent.telemetry.campaign_updates import encode_campaign_update
+    from firmware_agent.telemetry.cose import Signer
+    from firmware_agent.telemetry.keys import public_key_pem
+    from firmware_agent.telemetry.topics import campaigns_topic
+
+    key_path, private = key
+    backend = Ed25519PrivateKey.generate()
+    (tmp_path / "backend.pub.pem").write_text(public_key_pem(backend.public_key()))
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'vehicle_id = "{VEHICLE}"\nsources = ["sim:driver=1,seed=5,duration=600,speed=4"]\n'
+        f'collect = "all"\ncampaign_keys = ["backend.pub.pem"]\nsigning_key = "{key_path}"\n'
+        f'state_dir = "state"\n[broker]\nurl = "{mosquitto.url}"\n'
+    )
+    topic = campaigns_topic(VEHICLE)
+    only_speed = '[[campaign]]\nname = "speed-only"\nmode = "all"\nsignals = ["Vehicle.Speed"]\n'
+    agent = subprocess.Popen([*AGENT, "run", "--config", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        with Subscriber(backend_broker(mosquitto), ["vehicles/+/telemetry"]) as subscriber:
+            batches = receive_all(subscriber, private, quiet=30.0)
+            assert len(next(batches).signals) > 1  # collecting everything
+            forged = Signer(Ed25519PrivateKey.generate()).sign(encode_campaign_update(1, only_speed), topic)
+            publish_retained(mosquitto, topic, forged)
+            genuine = Signer(backend).sign(encode_campaign_update(2, only_speed), topic)
+            publish_retained(mosquitto, topic, genuine)
+            seen: list[Payload] = []
+            for payload in batches:
+                seen.append(payload)
+                if payload.campaign == "speed-only":
+                    break
+            events = [event for payload in seen for event in payload.events]
+            assert "campaign_rejected" in {event.kind for event in events}
+            assert "campaign_applied" in {event.kind for event in events}
+            assert set(seen[-1].signals) == {"Vehicle.Speed"}
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr
+    # The update outlives a restart: the agent comes back with the pushed campaign.
+    assert (tmp_path / "state" / "campaign-update.cbor").exists()
+    assert (tmp_path / "state" / "campaign-serial").read_text().strip() == "2"
