@@ -45,7 +45,10 @@ MAX_ROUTES = 100_000
 
 
 class Collector:
-    """Turns a stream of samples into per-campaign batches (see the module docstring)."""
+    """Turns a stream of samples into per-campaign batches (see the module docstring).
+
+    Not thread-safe: the pipeline calls every method from its one processing thread.
+    """
 
     def __init__(
         self,
