@@ -12,82 +12,19 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import can
 import pytest
 
 from firmware_agent.decode.catalog import Catalog
+from tests.vm.helpers import WAIT_S, Frame, drain, frame_of, hold_everything, ip_link, open_bus, wait_for
 
 pytestmark = pytest.mark.vcan
 
-#: Generous bound for anything that should happen "soon": emulated (TCG) Python is 10-20x slower.
-WAIT_S = 30.0
-#: Not exported by Python's socket module (linux/asm-generic/socket.h); root may exceed rmem_max with it.
-SO_RCVBUFFORCE = 33
 #: struct can_frame: can_id (with EFF/RTR/ERR flags), len, 3 padding bytes, 8 data bytes.
 CAN_FRAME = struct.Struct("=IB3x8s")
 CAN_FILTER = struct.Struct("=II")
-
-Frame = tuple[int, bool, bytes]
-"""(arbitration id, extended id, data): what must survive the trip through the kernel unchanged."""
-
-
-def frame_of(msg: can.Message) -> Frame:
-    return (msg.arbitration_id, msg.is_extended_id, bytes(msg.data))
-
-
-def open_bus(channel: str, **kwargs: Any) -> can.BusABC:
-    return can.Bus(interface="socketcan", channel=channel, **kwargs)
-
-
-def ip_link(*args: str) -> None:
-    """`ip link ...` with iproute2 (busybox ip cannot create vcan links)."""
-    result = subprocess.run(["ip", "link", *args], capture_output=True, text=True, timeout=WAIT_S)
-    if result.returncode != 0:
-        pytest.fail(f"ip link {' '.join(args)}: {result.stderr.strip()}")
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Poll `condition` until it holds; fail naming `what` after WAIT_S (a hang guard, not a timing test)."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {WAIT_S:.0f}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def drain(bus: can.BusABC, idle_s: float = 2.0) -> list[can.Message]:
-    """Every message queued on `bus`, until none arrives for `idle_s`."""
-    received = []
-    while (msg := bus.recv(timeout=idle_s)) is not None:
-        received.append(msg)
-    return received
-
-
-@pytest.fixture(scope="module", autouse=True)
-def socketcan_available() -> None:
-    """A raw CAN socket bound to vcan0 must work; anything else fails every test here with the reason."""
-    try:
-        with socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW) as sock:
-            sock.bind(("vcan0",))
-    except OSError as error:
-        pytest.fail(
-            f"no usable SocketCAN vcan0 here ({error}); these tests run inside the VM: make test-vcan",
-            pytrace=False,
-        )
-
-
-@pytest.fixture
-def scratch_interface() -> Iterator[str]:
-    """A vcan interface of the test's own, so taking it down or deleting it cannot disturb other tests."""
-    name = "vcantest"
-    ip_link("add", name, "type", "vcan")
-    ip_link("set", name, "up")
-    yield name
-    subprocess.run(["ip", "link", "del", name], check=False, capture_output=True, timeout=WAIT_S)
 
 
 def test_frames_cross_vcan_with_kernel_timestamps() -> None:
@@ -280,8 +217,7 @@ def test_canplayer_replay_of_the_rav4_capture_decodes_like_the_file(
     buses = {log_channel: open_bus(interface) for log_channel, interface in interfaces.items()}
     try:
         for bus in buses.values():
-            # vcan drops nothing, but a socket's receive queue does when full: make it hold the whole bus.
-            bus.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 * 1024 * 1024)
+            hold_everything(bus)
         # -t: ignore the capture's timestamps; -g 0: no gap between frames. Order per bus is kept.
         assignments = [f"{interface}={log_channel}" for log_channel, interface in interfaces.items()]
         subprocess.run(

@@ -1,0 +1,57 @@
+"""Small helpers shared by the VM tests: buses on vcan, `ip link`, bounded waits."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import can
+import pytest
+
+#: Generous bound for anything that should happen "soon": emulated (TCG) Python is 10-20x slower.
+WAIT_S = 30.0
+#: Not exported by Python's socket module (linux/asm-generic/socket.h); root may exceed rmem_max with it.
+SO_RCVBUFFORCE = 33
+
+Frame = tuple[int, bool, bytes]
+"""(arbitration id, extended id, data): what must survive the trip through the kernel unchanged."""
+
+
+def frame_of(msg: can.Message) -> Frame:
+    return (msg.arbitration_id, msg.is_extended_id, bytes(msg.data))
+
+
+def open_bus(channel: str, **kwargs: Any) -> can.BusABC:
+    return can.Bus(interface="socketcan", channel=channel, **kwargs)
+
+
+def hold_everything(bus: can.BusABC) -> None:
+    """vcan drops nothing, but a socket's receive queue does when full: make it hold a whole replay."""
+    bus.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 * 1024 * 1024)
+
+
+def ip_link(*args: str) -> None:
+    """`ip link ...` with iproute2 (busybox ip cannot create vcan links)."""
+    result = subprocess.run(["ip", "link", *args], capture_output=True, text=True, timeout=WAIT_S)
+    if result.returncode != 0:
+        pytest.fail(f"ip link {' '.join(args)}: {result.stderr.strip()}")
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after WAIT_S (a hang guard, not a timing test)."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {WAIT_S:.0f}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def drain(bus: can.BusABC, idle_s: float = 2.0) -> list[can.Message]:
+    """Every message queued on `bus`, until none arrives for `idle_s`."""
+    received = []
+    while (msg := bus.recv(timeout=idle_s)) is not None:
+        received.append(msg)
+    return received
