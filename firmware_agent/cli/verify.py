@@ -24,12 +24,12 @@ def add_subparser(subparsers: Any) -> None:
     parser.add_argument("inputs", nargs="*", metavar="DUMP", type=Path, help="dump file or folder of dumps")
     parser.add_argument(
         "--public-key",
-        metavar="PEM",
+        metavar="[VEHICLE=]PEM",
         action="append",
-        type=Path,
         default=[],
         required=True,
-        help="public key PEM file, or a keyring folder (repeatable; matched by kid)",
+        help="public key PEM file, or a keyring folder (repeatable; matched by kid); with VEHICLE=, the key "
+        "is accepted only on that vehicle's topic",
     )
     broker = parser.add_argument_group("broker")
     broker.add_argument(
@@ -62,7 +62,19 @@ def _open_output(path: Path | None, stack: contextlib.ExitStack, mode: str = "w"
         raise UserError(f"{path}: cannot open for writing: {exc.strerror}") from exc
 
 
+def _split_key_spec(spec: str) -> tuple[str | None, Path]:
+    """`[VEHICLE=]PEM` -> (vehicle or None, path); a path that exists as given is never split."""
+    from firmware_agent.telemetry.topics import VEHICLE_ID_PATTERN
+
+    vehicle, sep, path = spec.partition("=")
+    if sep and VEHICLE_ID_PATTERN.fullmatch(vehicle) and not Path(spec).exists():
+        return vehicle, Path(path)
+    return None, Path(spec)
+
+
 def _do_verify(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from firmware_agent.telemetry.keys import load_verification_keys
     from firmware_agent.telemetry.verify import (
         DumpWriter,
@@ -76,8 +88,15 @@ def _do_verify(args: argparse.Namespace) -> int:
         raise UserError("give either dump files or --broker URL")
     if not args.broker and (args.save or args.count is not None or args.timeout is not None):
         raise UserError("--save, --count and --timeout need --broker")
-    keys = load_verification_keys(args.public_key)
-    verifier = TelemetryVerifier(keys, allow_duplicates=args.allow_duplicates)
+    keys: dict[bytes, Ed25519PublicKey] = {}
+    owners: dict[bytes, str] = {}
+    for spec in args.public_key:
+        vehicle, path = _split_key_spec(spec)
+        found = load_verification_keys([path])
+        keys.update(found)
+        if vehicle is not None:
+            owners.update(dict.fromkeys(found, vehicle))
+    verifier = TelemetryVerifier(keys, allow_duplicates=args.allow_duplicates, owners=owners)
     with contextlib.ExitStack() as stack:
         samples = None
         if args.format != "none":

@@ -72,10 +72,18 @@ class TelemetryVerifier:
     A second message with an already seen `(vehicle, seq)` is a `replay`. MQTT QoS 1 is at-least-once, so
     a broker may legitimately re-deliver a batch after a reconnect; with `allow_duplicates`, a byte-identical
     re-delivery is only counted in `duplicates`, while a different message with a seen seq stays a problem.
+    `owners` binds kids to vehicle ids: a batch on vehicle B's topic signed with vehicle A's key is then a
+    `wrong_key` problem even though the signature itself is valid.
     """
 
-    def __init__(self, keys: Mapping[bytes, Ed25519PublicKey], allow_duplicates: bool = False) -> None:
+    def __init__(
+        self,
+        keys: Mapping[bytes, Ed25519PublicKey],
+        allow_duplicates: bool = False,
+        owners: Mapping[bytes, str] | None = None,
+    ) -> None:
         self._keys = dict(keys)
+        self._owners = dict(owners or {})
         self._allow_duplicates = allow_duplicates
         self._seen: dict[str, dict[int, bytes]] = {}
         self.received = 0
@@ -110,6 +118,10 @@ class TelemetryVerifier:
             return Problem("malformed", topic, f"signed payload: {exc}", source)
         if payload.vehicle != vehicle:
             return Problem("wrong_vehicle", topic, f"payload is from vehicle {payload.vehicle!r}", source)
+        kid = message_kid(message) or b""
+        owner = self._owners.get(kid)
+        if owner is not None and owner != vehicle:
+            return Problem("wrong_key", topic, f"signed with kid {kid.hex()} of vehicle {owner}", source)
         seen = self._seen.setdefault(vehicle, {})
         first = seen.get(payload.seq)
         if first is not None:
@@ -118,7 +130,7 @@ class TelemetryVerifier:
             else:
                 return Problem("replay", topic, f"seq {payload.seq} seen before", source)
         seen[payload.seq] = message
-        return VerifiedBatch(topic, message_kid(message) or b"", payload)
+        return VerifiedBatch(topic, kid, payload)
 
     def _diagnose_bad_signature(
         self, topic: str, message: bytes, exc: BadSignatureError

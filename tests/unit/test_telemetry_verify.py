@@ -182,3 +182,16 @@ def test_rotation_keeps_old_batches_verifiable(tmp_path: Path, capsys: pytest.Ca
     dump = _dump(tmp_path / "r.dump", [(TOPIC, before), (TOPIC, after)])
     assert main(["verify", str(dump), "--public-key", str(ring), "--format", "none"]) == 0
     assert "2 verified" in capsys.readouterr().err
+
+
+def test_key_bound_to_another_vehicle_is_refused(
+    tmp_path: Path, key_and_pub: tuple[Ed25519PrivateKey, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, pub = key_and_pub
+    dump = _dump(tmp_path / "d.dump", [(TOPIC, m) for m in _messages(key, 1)])
+    assert main(["verify", str(dump), "--public-key", f"veh-0001={pub}", "--format", "none"]) == 0
+    assert main(["verify", str(dump), "--public-key", f"veh-0009={pub}", "--format", "none"]) == 1
+    assert (
+        f"wrong_key: {TOPIC}: signed with kid {Signer(key).kid.hex()} of vehicle veh-0009"
+        in capsys.readouterr().err
+    )
