@@ -143,7 +143,7 @@ class Cabin:
             s.ignition = ACC
             s.brightness = self.b.brightness
             s.source = 0
-        if PROFILE_SELECT <= now and s.profile == 0 and s.ignition >= ACC:
+        if now >= PROFILE_SELECT and s.profile == 0 and s.ignition >= ACC:
             self._select_profile(now)
         if IGNITION_START <= now < IGNITION_ON and s.ignition == ACC:
             s.ignition = START
@@ -161,7 +161,9 @@ class Cabin:
         s.profile = self.key.profile
         self.events.append(ProfileEvent(now, PROFILE_SELECTED, self.key.profile, profile_user_hash(self.key)))
         # The profile restores its owner's volume; a borrower turns it to their own taste while driving.
-        s.volume = self.b.volume if self.key == self.driver else max(5, self.b.volume + self._rng.randint(-10, 10))
+        s.volume = (
+            self.b.volume if self.key == self.driver else max(5, self.b.volume + self._rng.randint(-10, 10))
+        )
         s.source = self.b.sources[0]
         s.cabin_temp = self.b.cabin_temp
 
@@ -190,7 +192,7 @@ class Cabin:
         s = self.state
         step = SEAT_SPEED * dt
         done = True
-        for name, target in zip(("seat_position", "seat_height", "recline"), self._seat_target):
+        for name, target in zip(("seat_position", "seat_height", "recline"), self._seat_target, strict=True):
             value = getattr(s, name)
             new = value + max(-step, min(step, target - value))
             setattr(s, name, new)
@@ -226,7 +228,9 @@ class Cabin:
             for window in s.windows:  # too loud: close what is open
                 if window.position > 0 and window.switch == INACTIVE and window.one_shot_target is None:
                     window.switch = ONE_SHOT_CLOSE if b.window_one_shot else CLOSE
-                    window.held_until = now + (0.3 if b.window_one_shot else window.position / WINDOW_SPEED + 0.2)
+                    window.held_until = now + (
+                        0.3 if b.window_one_shot else window.position / WINDOW_SPEED + 0.2
+                    )
                     window.one_shot_target = 0.0 if b.window_one_shot else None
         for window in s.windows:
             moving = window.switch
@@ -254,7 +258,9 @@ class Cabin:
                 delta = 1 if wanted > s.volume else -1
             else:
                 delta = self._rng.choice((-1, 1))
-            presses = min(b.volume_step, max(1, abs(wanted - s.volume))) if wanted != s.volume else b.volume_step
+            presses = (
+                min(b.volume_step, max(1, abs(wanted - s.volume))) if wanted != s.volume else b.volume_step
+            )
             start = now + self._rng.uniform(0.2, 1.0)
             self._presses = [(start + 0.25 * i, delta) for i in range(presses)]
         if len(b.sources) > 1 and self._chance(b.source_changes_per_min, dt):

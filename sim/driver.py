@@ -114,7 +114,9 @@ class Driver:
 
     def _cap(self, segment: Segment) -> float:
         """The speed the persona wants on a segment, m/s."""
-        factor = {"highway": self.b.speed_factor_highway, "city": self.b.speed_factor_city}.get(segment.road, 1.0)
+        factor = {"highway": self.b.speed_factor_highway, "city": self.b.speed_factor_city}.get(
+            segment.road, 1.0
+        )
         cap = segment.limit / 3.6 * factor
         curvature = abs(segment.curvature)
         if curvature > 1e-6:
@@ -176,7 +178,9 @@ class Driver:
             accel_target = 0.0
             pressure = max(0.0, -(force + lift)) / physics.MASS / physics.BRAKE_DECEL_PER_BAR
             brake_target = physics.pedal_for_pressure(pressure)
-        self._foot_noise += (-self._foot_noise * dt / 0.8) + self._rng.gauss(0.0, self.b.pedal_noise) * math.sqrt(dt)
+        self._foot_noise += (-self._foot_noise * dt / 0.8) + self._rng.gauss(
+            0.0, self.b.pedal_noise
+        ) * math.sqrt(dt)
         if accel_target > 0:
             accel_target = min(1.0, max(0.0, accel_target + self._foot_noise))
         rate = self.b.pedal_rate * dt
@@ -192,7 +196,7 @@ class Driver:
         self.brake_pedal += max(-dt, min(dt * self.b.pedal_rate, hold - self.brake_pedal))
 
     def _arrive(self, now: float, state: VehicleState) -> None:
-        """The car has stopped under braking: a red light, a stop sign, a manoeuvre, an obstacle or the end."""
+        """Stopped under braking: at a red light, a stop sign, a manoeuvre, an obstacle or the end."""
         if self._pull_over_at is not None and self._pull_over_at - self._position < 15:
             self.parked_at = now
             self._committed = False
@@ -219,7 +223,11 @@ class Driver:
         following = self._ahead[1] if at_line else self.segment
         go_gear = GEAR_R if following.direction < 0 else self.drive_gear
         gear = state.gear
-        if self.b.neutral_at_long_stops and self._wait_total > 10 and 2.0 < remaining < self._wait_total - 2.0:
+        if (
+            self.b.neutral_at_long_stops
+            and self._wait_total > 10
+            and 2.0 < remaining < self._wait_total - 2.0
+        ):
             gear = GEAR_N
         elif remaining < self._wait_total * 0.5:
             gear = go_gear  # selects the next gear (R after a forward move) with the brake held
@@ -247,9 +255,14 @@ class Driver:
         return True
 
     def _maybe_emergency(self, dt: float, v: float) -> None:
-        if self._emergency_at is None and v > 12.0 and self.segment.road != "parking":
-            if self._rng.random() < self.b.emergency_brakes_per_hour / 3600.0 * dt:
-                self._emergency_at = self._position + v * 0.9 + v * v / (2 * 9.5)
+        chance = self.b.emergency_brakes_per_hour / 3600.0 * dt
+        if (
+            self._emergency_at is None
+            and v > 12.0
+            and self.segment.road != "parking"
+            and self._rng.random() < chance
+        ):
+            self._emergency_at = self._position + v * 0.9 + v * v / (2 * 9.5)
 
     # -- lateral -------------------------------------------------------------------------------------------
 
@@ -262,12 +275,12 @@ class Driver:
         return self._ahead[-1].curvature
 
     def _maybe_lane_change(self, now: float, dt: float, v: float) -> None:
-        if self._lane_change is None and self.road == "highway" and v > 16.0:
-            if self._rng.random() < self.b.lane_changes_per_min / 60.0 * dt:
-                duration = (3.0 + 6.0 * self.b.steer_tau) * self._rng.uniform(0.85, 1.15)
-                side = 1.0 if self._rng.random() < 0.5 else -1.0
-                amplitude = side * 2 * math.pi * LANE_WIDTH / (v * v * duration * duration)
-                self._lane_change = (now, duration, amplitude)
+        chance = self.b.lane_changes_per_min / 60.0 * dt
+        if self._lane_change is None and self.road == "highway" and v > 16.0 and self._rng.random() < chance:
+            duration = (3.0 + 6.0 * self.b.steer_tau) * self._rng.uniform(0.85, 1.15)
+            side = 1.0 if self._rng.random() < 0.5 else -1.0
+            amplitude = side * 2 * math.pi * LANE_WIDTH / (v * v * duration * duration)
+            self._lane_change = (now, duration, amplitude)
 
     def _steer(self, now: float, dt: float, v: float, curvature: float) -> None:
         b = self.b
@@ -279,12 +292,13 @@ class Driver:
             else:
                 curvature += amplitude * math.sin(2 * math.pi * phase)
         target = math.degrees(math.atan(WHEELBASE * curvature)) * STEERING_RATIO
-        # Lane-keeping corrections: an Ornstein-Uhlenbeck wander, larger for a busier steerer, only when moving.
+        # Lane-keeping corrections: an Ornstein-Uhlenbeck wander, larger for a busier steerer.
         if v > 1.0:
-            self._steer_noise += -self._steer_noise * dt / 1.2 + self._rng.gauss(0.0, b.steer_noise) * math.sqrt(dt)
+            self._steer_noise += -self._steer_noise * dt / 1.2 + self._rng.gauss(
+                0.0, b.steer_noise
+            ) * math.sqrt(dt)
         target += self._steer_noise * min(1.0, 8.0 / max(v, 1.0))
         max_rate = 720.0 * dt * (0.3 / max(b.steer_tau, 0.1))
         change = (target - self.steering_angle) * min(1.0, dt / b.steer_tau)
         self.steering_angle += max(-max_rate, min(max_rate, change))
         self.steering_angle = max(-FULL_LOCK_DEG, min(FULL_LOCK_DEG, self.steering_angle))
-

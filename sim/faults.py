@@ -41,8 +41,12 @@ KINDS: dict[str, FaultKind] = {
     for kind in (
         FaultKind("flood", "100 % bus load: back-to-back ID 0x000 frames fill every free bit", 2.0),
         FaultKind("bad-crc", "E2E-protected frames carry a wrong CRC byte", 0.0, needs_e2e=True),
-        FaultKind("counter-repeat", "E2E alive counters do not advance (a frame repeats its counter)", 0.0, True),
-        FaultKind("counter-skip", "E2E alive counters jump by two (one value is skipped)", 0.0, needs_e2e=True),
+        FaultKind(
+            "counter-repeat", "E2E alive counters do not advance (a frame repeats its counter)", 0.0, True
+        ),
+        FaultKind(
+            "counter-skip", "E2E alive counters jump by two (one value is skipped)", 0.0, needs_e2e=True
+        ),
         FaultKind("wrong-dlc", "frames arrive shorter than the DBC length (half the bytes)", 0.0),
         FaultKind("unknown-id", "frames with IDs no DBC defines (0x7E5, 0x18DAF1FE), 10 per second", 0.0),
         FaultKind("error-frame", "CAN error frames (is_error_frame), 20 per second", 0.0),
@@ -111,9 +115,9 @@ def bus_bitrates(database: Database) -> tuple[int, int]:
     if dbc is not None:
         for name in ("Baudrate", "BaudrateCANFD"):
             if name in dbc.attributes:
-                values[name] = int(dbc.attributes[name].value)
+                values[name] = int(str(dbc.attributes[name].value))
             elif name in dbc.attribute_definitions:
-                values[name] = int(dbc.attribute_definitions[name].default_value)
+                values[name] = int(str(dbc.attribute_definitions[name].default_value))
     nominal = values.get("Baudrate", 500_000)
     return nominal, values.get("BaudrateCANFD", nominal)
 
@@ -171,7 +175,9 @@ class FaultInjector:
             return True
         return False
 
-    def frame_fate(self, bus: str, t: float, message: Message, protected: bool) -> tuple[bool, int, bool, bool]:
+    def frame_fate(
+        self, bus: str, t: float, message: Message, protected: bool
+    ) -> tuple[bool, int, bool, bool]:
         """(send it, counter step, corrupt the CRC, shorten it) for a frame of `message` at `t`."""
         send, step, bad_crc, short = True, 1, False, False
         for index, record in enumerate(self.injected):
@@ -196,7 +202,9 @@ class FaultInjector:
                 record.frames += 1
         return send, step, bad_crc, short
 
-    def extra_frames(self, t0: float, t1: float, start_time: float, channels: dict[str, str]) -> list[can.Message]:
+    def extra_frames(
+        self, t0: float, t1: float, start_time: float, channels: dict[str, str]
+    ) -> list[can.Message]:
         """Frames the faults add with simulated times in [t0, t1)."""
         out: list[can.Message] = []
         for index, record in enumerate(self.injected):
@@ -211,7 +219,9 @@ class FaultInjector:
                 continue
             if kind not in ("flood", "unknown-id", "error-frame"):
                 continue
-            interval = {"flood": self._flood_interval[fault.bus], "unknown-id": 0.1, "error-frame": 0.05}[kind]
+            interval = {"flood": self._flood_interval[fault.bus], "unknown-id": 0.1, "error-frame": 0.05}[
+                kind
+            ]
             end = fault.end if fault.duration > 0 else fault.start + interval / 2  # once: a single frame
             moment = self._next_extra[index]
             while t0 <= moment < t1 and moment < end:

@@ -114,7 +114,9 @@ def plan_routes(bus_specs: Sequence[str], channels: dict[str, str], fd_buses: se
         if not buses and len(bus_specs) == 1:
             buses = list(BUS_NAMES)  # one interface carries the whole vehicle
         if not buses:
-            raise UserError(f"--bus {spec}: no vehicle bus is mapped to {channel!r} (add --map BUS={channel})")
+            raise UserError(
+                f"--bus {spec}: no vehicle bus is mapped to {channel!r} (add --map BUS={channel})"
+            )
         report.routes.append(Route(interface, channel, buses, any(bus in fd_buses for bus in buses)))
         routed.update(buses)
     report.skipped_buses = [bus for bus in BUS_NAMES if bus not in routed]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from firmware_agent.errors import UserError
 
@@ -81,7 +82,7 @@ class Persona:
 
     def for_trip(self, rng: random.Random) -> Behaviour:
         """This trip's behaviour: each continuous parameter jittered by a few percent."""
-        changes: dict[str, float] = {}
+        changes: dict[str, Any] = {}
         for field in dataclasses.fields(Behaviour):
             value = getattr(self.behaviour, field.name)
             if isinstance(value, float):
@@ -248,7 +249,7 @@ PERSONAS: tuple[Persona, ...] = (
     Persona(
         number=4,
         name="dev",
-        summary="delivery driver: brisk but steady, windows down in town, phone key, FM radio, no seat memory",
+        summary="delivery driver: brisk, steady, windows down in town, phone key, FM radio, no seat memory",
         behaviour=Behaviour(
             accel_max=2.8,
             accel_gain=0.8,

@@ -104,7 +104,9 @@ class Scenario:
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("city", "town driving at 30-50 km/h: traffic lights, stop signs, 90° turns", _city),
     Scenario("highway", "on-ramp then 80-130 km/h with long curves, lane changes, slow traffic", _highway),
-    Scenario("parking", "car park at walking pace: full steering lock, reverse, three-point parking", _parking),
+    Scenario(
+        "parking", "car park at walking pace: full steering lock, reverse, three-point parking", _parking
+    ),
     Scenario(
         "borrowed-key",
         "city trip where the driver uses another persona's key, profile and seat slot (--key-of)",

@@ -6,8 +6,8 @@ import random
 from collections.abc import Callable
 
 from sim.cabin import CabinState, ProfileEvent
-from sim.physics import VehicleState
 from sim.personas import Identity
+from sim.physics import VehicleState
 
 Values = dict[str, float]
 
@@ -62,7 +62,11 @@ class SignalValues:
     @staticmethod
     def profile_event(event: ProfileEvent) -> Values:
         """HU_PROFILE_EVENT's signals for one event."""
-        return {"ProfileEventType": event.event_type, "ProfileIndex": event.index, "ProfileUserHash": event.user_hash}
+        return {
+            "ProfileEventType": event.event_type,
+            "ProfileIndex": event.index,
+            "ProfileUserHash": event.user_hash,
+        }
 
     # powertrain
     def _vehicle_speed(self, _: int) -> Values:
@@ -75,11 +79,20 @@ class SignalValues:
         }
 
     def _motor_status(self, _: int) -> Values:
-        return {"MotorSpeed": self.v.motor_speed, "MotorTorque": self.v.motor_torque, "MotorTemp": self.v.motor_temp}
+        return {
+            "MotorSpeed": self.v.motor_speed,
+            "MotorTorque": self.v.motor_torque,
+            "MotorTemp": self.v.motor_temp,
+        }
 
     def _accel_pedal(self, _: int) -> Values:
         pedal = self.v.accel_pedal
-        return {"PedalCrc": 0, "PedalCounter": 0, "AccelPedalPos": pedal * 100.0, "KickDown": int(pedal > 0.92)}
+        return {
+            "PedalCrc": 0,
+            "PedalCounter": 0,
+            "AccelPedalPos": pedal * 100.0,
+            "KickDown": int(pedal > 0.92),
+        }
 
     def _gear_status(self, _: int) -> Values:
         return {"GearSelected": self.v.gear, "DriveMode": self.drive_mode}
@@ -124,7 +137,9 @@ class SignalValues:
         }
 
     def _brake_wear(self, _: int) -> Values:
-        return {f"PadWear{corner}": int(self.worn_pad == i) for i, corner in enumerate(("FL", "FR", "RL", "RR"))}
+        return {
+            f"PadWear{corner}": int(self.worn_pad == i) for i, corner in enumerate(("FL", "FR", "RL", "RR"))
+        }
 
     # body
     def _window_status(self, _: int) -> Values:
@@ -157,7 +172,12 @@ class SignalValues:
                 "MirrorPosLeft": c.mirror_left,
                 "MirrorPosRight": c.mirror_right,
             }
-        return {"SeatPage": 1, "SeatPosition": c.seat_position, "SeatHeight": c.seat_height, "BackrestRecline": c.recline}
+        return {
+            "SeatPage": 1,
+            "SeatPosition": c.seat_position,
+            "SeatHeight": c.seat_height,
+            "BackrestRecline": c.recline,
+        }
 
     def _key_status(self, _: int) -> Values:
         if not self.c.key_present:

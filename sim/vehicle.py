@@ -43,7 +43,12 @@ _EVENT_LATENCY = 0.004
 def load_databases() -> dict[str, Database]:
     """The vehicle's four DBCs, strictly loaded, by bus name."""
     folder = default_dbc_dir()
-    return {bus: cantools.database.load_file(folder / f"{bus}.dbc", strict=True) for bus in BUS_NAMES}
+    databases: dict[str, Database] = {}
+    for bus in BUS_NAMES:
+        database = cantools.database.load_file(folder / f"{bus}.dbc", strict=True)
+        assert isinstance(database, Database)
+        databases[bus] = database
+    return databases
 
 
 @dataclass
@@ -99,9 +104,9 @@ class Simulation:
         self.scenario = scenario if isinstance(scenario, Scenario) else find_scenario(scenario)
         if key_owner is None and self.scenario.borrowed_key:
             key_owner = PERSONAS[1] if self.persona.number == 1 else PERSONAS[0]
-        self.key_owner = key_owner if isinstance(key_owner, Persona) or key_owner is None else find_persona(key_owner)
-        if self.key_owner is None:
-            self.key_owner = self.persona
+        if key_owner is None:
+            key_owner = self.persona
+        self.key_owner = key_owner if isinstance(key_owner, Persona) else find_persona(key_owner)
         self.seed = seed
         self.duration = float(duration)
         self.start_time = float(start_time)
@@ -152,15 +157,18 @@ class Simulation:
     def frames(self) -> Iterator[can.Message]:
         """Every frame of the trip on all four buses, in timestamp order."""
         persona, key = self.persona, self.key_owner
-        assert key is not None
         trip = persona.for_trip(self._stream("trip"))
         model = VehicleModel(self._stream("vehicle"), soc=self._stream("battery").uniform(45, 92))
         driver = Driver(trip, self.scenario.route(self._stream("route")), self._stream("driver"))
         cabin = Cabin(trip, key.identity, persona.identity, self._stream("cabin"))
         signals = SignalValues(
-            model.state, cabin.state, key.identity, trip.drive_mode, self._stream("odometer").uniform(800, 60000),
-            self._stream("sensors"),
-        )  # fmt: skip
+            model.state,
+            cabin.state,
+            key.identity,
+            trip.drive_mode,
+            odometer_km=self._stream("odometer").uniform(800, 60000),
+            rng=self._stream("sensors"),
+        )
         injector = FaultInjector(self.faults, self.databases)
         self.injected = injector.injected
         schedules = self._schedules(signals)
@@ -172,7 +180,7 @@ class Simulation:
         heap: list[tuple[float, int, can.Message]] = []
         sequence = 0
         start = self.start_time
-        ticks = int(round(self.duration / TICK))
+        ticks = round(self.duration / TICK)
         for tick in range(ticks):
             now = tick * TICK
             model.state.ready = cabin.state.ignition >= 3 and now >= IGNITION_ON
@@ -204,7 +212,9 @@ class Simulation:
                 data = event_message.encode(SignalValues.profile_event(event), strict=False)
                 sequence += 1
                 timestamp = start + event.time + _EVENT_LATENCY
-                heapq.heappush(heap, (timestamp, sequence, self._message(event_message, "infotainment", data, timestamp)))
+                heapq.heappush(
+                    heap, (timestamp, sequence, self._message(event_message, "infotainment", data, timestamp))
+                )
             for extra in injector.extra_frames(now, end, start, self.channels):
                 sequence += 1
                 heapq.heappush(heap, (extra.timestamp, sequence, extra))
@@ -223,7 +233,9 @@ class Simulation:
         schedule.index += 1
         schedule.nominal = schedule.phase + schedule.index * schedule.period * (1.0 + schedule.drift)
         t = max(0.0, nominal + jitter_rng.uniform(-schedule.jitter, schedule.jitter))
-        send, step, bad_crc, short = injector.frame_fate(schedule.bus, t, message, schedule.profile is not None)
+        send, step, bad_crc, short = injector.frame_fate(
+            schedule.bus, t, message, schedule.profile is not None
+        )
         if schedule.profile is not None:
             schedule.counter = (schedule.counter + step) % schedule.profile.counter_modulo
         if not send:

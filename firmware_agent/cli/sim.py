@@ -26,10 +26,14 @@ def add_subparser(subparsers: Any) -> None:
     parser.add_argument("--scenario", default="city", metavar="NAME", help="default city")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="default 0")
     parser.add_argument(
-        "--key-of", metavar="N|NAME", help="persona whose key, profile and seat slot the car sees (borrowed key)"
+        "--key-of",
+        metavar="N|NAME",
+        help="persona whose key, profile and seat slot the car sees (borrowed key)",
     )
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--out", type=Path, metavar="FILE", help="capture file: .log (candump -L), .asc, .blf")
+    target.add_argument(
+        "--out", type=Path, metavar="FILE", help="capture file: .log (candump -L), .asc, .blf"
+    )
     target.add_argument(
         "--bus",
         action="append",
@@ -38,7 +42,11 @@ def add_subparser(subparsers: Any) -> None:
         help="python-can bus to send on, paced in real time (repeatable; see --map)",
     )
     parser.add_argument(
-        "--map", action="append", default=[], metavar="BUS=CHANNEL", help="channel name for a bus (repeatable)"
+        "--map",
+        action="append",
+        default=[],
+        metavar="BUS=CHANNEL",
+        help="channel name for a bus (repeatable)",
     )
     parser.add_argument(
         "--fault",
@@ -55,12 +63,14 @@ def add_subparser(subparsers: Any) -> None:
         metavar="SECONDS",
         help="an obstacle forces an emergency stop (ABS) at this time, or once the car moves (repeatable)",
     )
-    parser.add_argument("--speed", type=float, default=1.0, help="pacing on a bus: X times real time, 0 = unpaced")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="pacing on a bus: X times real time, 0 = unpaced"
+    )
     parser.add_argument(
         "--start-time",
         type=float,
         metavar="EPOCH",
-        help="timestamp of the first simulated second (default: 2026-01-01T00:00:00Z for files, now for buses)",
+        help="timestamp of simulated second 0 (default: 2026-01-01T00:00:00Z for files, now for buses)",
     )
     parser.add_argument("--list", action="store_true", help="list personas, scenarios and faults, then exit")
     parser.set_defaults(func=_do_sim)
@@ -101,7 +111,10 @@ def _do_sim(args: argparse.Namespace) -> int:
         fd_buses = {bus for bus, db in simulation.databases.items() if any(m.is_fd for m in db.messages)}
         report = plan_routes(args.bus, simulation.channels, fd_buses)
         if report.skipped_buses:
-            print(f"firmware-agent sim: not sent (no --bus for them): {', '.join(report.skipped_buses)}", file=sys.stderr)
+            print(
+                f"firmware-agent sim: not sent (no --bus for them): {', '.join(report.skipped_buses)}",
+                file=sys.stderr,
+            )
         open_routes(report)
         try:
             send_paced(simulation.frames(), report, simulation.channels, args.speed, faults)
@@ -113,10 +126,11 @@ def _do_sim(args: argparse.Namespace) -> int:
         if failed:
             where += f" ({failed} frames failed to send)"
     elapsed = time.perf_counter() - started
-    borrowed = f" with {simulation.key_owner.name}'s key" if simulation.borrowed else ""  # type: ignore[union-attr]
+    borrowed = f" with {simulation.key_owner.name}'s key" if simulation.borrowed else ""
+    rate = count / max(elapsed, 1e-9)
     print(
-        f"firmware-agent sim: {persona.name} drives {scenario.name}{borrowed}, seed {args.seed}: {count} frames, "
-        f"{args.duration:g} s simulated in {elapsed:.2f} s ({count / max(elapsed, 1e-9):,.0f} frames/s) -> {where}",
+        f"firmware-agent sim: {persona.name} drives {scenario.name}{borrowed}, seed {args.seed}: "
+        f"{count} frames, {args.duration:g} s simulated in {elapsed:.2f} s ({rate:,.0f} frames/s) -> {where}",
         file=sys.stderr,
     )
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 
 import can
 import pytest
@@ -58,7 +59,7 @@ def test_every_periodic_message_keeps_its_cycle_time_within_5_percent(drive, cat
         period = message.cycle_time / 1000.0
         stamps = times[message.name]
         assert len(stamps) == pytest.approx(120.0 / period, abs=2), message.name
-        worst = max(abs((b - a) - period) / period for a, b in zip(stamps, stamps[1:]))
+        worst = max(abs((b - a) - period) / period for a, b in pairwise(stamps))
         assert worst < 0.05, f"{channel}.{message.name}: interval off by {worst:.1%}"
 
 
@@ -94,7 +95,7 @@ def test_frame_formats_follow_the_dbc(drive, catalog):
 def test_seat_memory_pages_alternate(decoded):
     pages = [signals["SeatPage"] for _, signals in decoded["SEAT_MEMORY"]]
     assert pages[:6] == [0, 1, 0, 1, 0, 1]
-    assert all(a != b for a, b in zip(pages, pages[1:]))
+    assert all(a != b for a, b in pairwise(pages))
 
 
 def _first(decoded, name, condition) -> float:
@@ -143,4 +144,3 @@ def test_physics_hangs_together(decoded):
     motor = [(t, s["MotorSpeed"]) for t, s in decoded["MOTOR_STATUS"] if 60 < t < 60.1]
     speed_now = next(s["VehicleSpeed"] for t, s in decoded["VEHICLE_SPEED"] if t > 60)
     assert motor[0][1] == pytest.approx(speed_now / 3.6 / 0.34 * 9.1 * 60 / 6.2832, abs=40)
-

@@ -61,7 +61,19 @@ def test_sending_on_virtual_buses_keeps_the_bus_names(capsys):
     expected = Counter(f.channel for f in Simulation("anna", "city", seed=2, duration=6.0).frames())
     receivers = {bus: can.Bus(interface="virtual", channel=bus) for bus in BUS_NAMES}
     try:
-        args = ["sim", "--duration", "6", "--driver", "anna", "--seed", "2", "--bus", "virtual", "--speed", "0"]
+        args = [
+            "sim",
+            "--duration",
+            "6",
+            "--driver",
+            "anna",
+            "--seed",
+            "2",
+            "--bus",
+            "virtual",
+            "--speed",
+            "0",
+        ]
         assert main(args) == 0
         received: Counter[str] = Counter()
         for bus, receiver in receivers.items():

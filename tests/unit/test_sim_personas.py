@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from functools import lru_cache
+from itertools import pairwise
 
 import pytest
 
@@ -25,7 +26,9 @@ def _trip(driver: str, scenario: str = "city", seed: int = 1, duration: float = 
     out: dict[str, list[tuple[float, dict]]] = defaultdict(list)
     for frame in simulation.frames():
         message = _catalog().lookup(frame.channel, frame.arbitration_id, frame.is_extended_id)
-        out[message.name].append((frame.timestamp - simulation.start_time, message.decode(frame.data, decode_choices=False)))
+        out[message.name].append(
+            (frame.timestamp - simulation.start_time, message.decode(frame.data, decode_choices=False))
+        )
     out["_simulation"] = simulation  # type: ignore[assignment]
     return out
 
@@ -39,7 +42,9 @@ def _behaviour(trip: dict) -> dict[str, float]:
 
     moving_accel = [s["LongAccel"] for t, s in trip["INERTIAL"] if speed_at(t) > 3 and s["LongAccel"] > 0.5]
     pressures = [
-        s["MasterCylPressure"] for t, s in trip["BRAKE_STATUS"] if speed_at(t) > 5 and s["MasterCylPressure"] > 1
+        s["MasterCylPressure"]
+        for t, s in trip["BRAKE_STATUS"]
+        if speed_at(t) > 5 and s["MasterCylPressure"] > 1
     ]
     pedal = [s["AccelPedalPos"] for _, s in trip["ACCEL_PEDAL"] if s["AccelPedalPos"] > 0]
     moving = [v for v in speed if v > 5]
@@ -76,10 +81,18 @@ def test_each_persona_carries_its_identity(persona):
     trip = _trip(persona.name, duration=12.0)
     identity = persona.identity
     key = trip["KEY_STATUS"][-1][1]
-    assert (key["KeyId"], key["KeySlot"], key["KeyType"]) == (identity.key_id, identity.key_slot, identity.key_type)
+    assert (key["KeyId"], key["KeySlot"], key["KeyType"]) == (
+        identity.key_id,
+        identity.key_slot,
+        identity.key_type,
+    )
     assert trip["HU_STATUS"][-1][1]["ActiveProfile"] == identity.profile
     event = trip["HU_PROFILE_EVENT"]
-    assert len(event) == 1 and event[0][1]["ProfileIndex"] == identity.profile and event[0][1]["ProfileEventType"] == 1
+    assert (
+        len(event) == 1
+        and event[0][1]["ProfileIndex"] == identity.profile
+        and event[0][1]["ProfileEventType"] == 1
+    )
     slots = {s["MemorySlot"] for _, s in trip["SEAT_MEMORY"] if s["SeatPage"] == 0 and _ > 1.5}
     assert slots == {identity.seat_slot}
     seat = [s["SeatPosition"] for _, s in trip["SEAT_MEMORY"] if s["SeatPage"] == 1]
@@ -95,7 +108,9 @@ def test_borrowed_key_carries_the_owners_identity_and_the_drivers_behaviour():
     assert key_ids == {anna.key_id}
     assert {s["ActiveProfile"] for _, s in borrowed["HU_STATUS"]} <= {0, anna.profile}
     assert borrowed["HU_PROFILE_EVENT"][0][1]["ProfileIndex"] == anna.profile
-    assert {s["MemorySlot"] for t, s in borrowed["SEAT_MEMORY"] if s["SeatPage"] == 0 and t > 1.5} == {anna.seat_slot}
+    assert {s["MemorySlot"] for t, s in borrowed["SEAT_MEMORY"] if s["SeatPage"] == 0 and t > 1.5} == {
+        anna.seat_slot
+    }
     # The seat first goes to anna's memory position, then ben moves it to where he sits.
     seat = [(t, s["SeatPosition"]) for t, s in borrowed["SEAT_MEMORY"] if s["SeatPage"] == 1]
     assert any(abs(p - anna.seat_position) < 1 for t, p in seat if t < 8)
@@ -110,7 +125,7 @@ def test_windows_move_only_while_their_switch_is_held():
     trip = _trip("dev")  # dev rolls windows down in town, holding the switch
     frames = [s for _, s in trip["WINDOW_STATUS"]]
     moved = 0
-    for before, after in zip(frames, frames[1:]):
+    for before, after in pairwise(frames):
         for corner in ("FL", "FR", "RL", "RR"):
             if after[f"WindowPos{corner}"] != before[f"WindowPos{corner}"]:
                 moved += 1
