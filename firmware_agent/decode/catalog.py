@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import cantools
 from cantools.database.can import Database, Message
@@ -117,13 +117,19 @@ class Catalog:
         self.sources: list[DbcSpec] = []
 
     @classmethod
-    def from_specs(cls, specs: Iterable[str | DbcSpec], warn_stream: TextIO | None = sys.stderr) -> Catalog:
-        """Load every `--dbc` spec; warnings about non-strict files go once each to `warn_stream`."""
+    def from_specs(
+        cls, specs: Iterable[str | DbcSpec], warn_stream: TextIO | None | Literal["stderr"] = "stderr"
+    ) -> Catalog:
+        """Load every `--dbc` spec; warnings about non-strict files go once each to `warn_stream`.
+
+        The default is whatever `sys.stderr` is at the time of the call (None: no warnings).
+        """
         catalog = cls()
 
         def warn(line: str) -> None:
-            if warn_stream is not None:
-                print(f"warning: {line}", file=warn_stream)
+            stream = sys.stderr if warn_stream == "stderr" else warn_stream
+            if stream is not None:
+                print(f"warning: {line}", file=stream)
 
         for spec in specs:
             parsed = spec if isinstance(spec, DbcSpec) else DbcSpec.parse(spec)
