@@ -67,7 +67,7 @@ class SampleDecoder:
         self.vss = vss
         self.wanted = None if wanted is None else frozenset(wanted)
         self.checker = checker
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter(dict.fromkeys(("frames", "skipped", "samples"), 0))
         self._frame_decoder = FrameDecoder(catalog, decode_choices=True)
         self._plans: dict[tuple[object, int, bool], _Plan | None] = {}
 

@@ -27,6 +27,16 @@ from dataclasses import dataclass
 from firmware_agent.e2e import E2EProfile
 from firmware_agent.values import Event
 
+#: Every counter the checker keeps (reported even while zero).
+E2E_COUNTERS = (
+    "e2e_crc_errors",
+    "e2e_repeated",
+    "e2e_out_of_sequence",
+    "e2e_lost_frames",
+    "e2e_dropped",
+    "e2e_bursts",
+)
+
 CRC_ERROR = "crc"
 REPEATED = "repeated"
 OUT_OF_SEQUENCE = "out_of_sequence"
@@ -118,7 +128,7 @@ class E2EChecker:
     def __init__(self, settings: E2ESettings, emit: Callable[[Event], None]) -> None:
         self.settings = settings
         self.emit = emit
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter(dict.fromkeys(E2E_COUNTERS, 0))
         self._guards: dict[tuple[str, int], E2EGuard] = {}
 
     def guard(self, bus: str, frame_id: int, profile: E2EProfile) -> E2EGuard:
