@@ -118,7 +118,7 @@ class Catalog:
 
     @classmethod
     def from_specs(
-        cls, specs: Iterable[str | DbcSpec], warn_stream: TextIO | None | Literal["stderr"] = "stderr"
+        cls, specs: Iterable[str | DbcSpec], warn_stream: TextIO | Literal["stderr"] | None = "stderr"
     ) -> Catalog:
         """Load every `--dbc` spec; warnings about non-strict files go once each to `warn_stream`.
 
