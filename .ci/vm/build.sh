@@ -23,35 +23,50 @@ die() { echo "vm-build: error: $*" >&2; exit 1; }
 
 mkdir -p "$cache"
 
+apt_update() {
+    log "apt does not know $1 yet; running apt-get update"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+}
+
+# unpack_deb PACKAGE DIR: apt-get download PACKAGE and unpack it into DIR (replaced), marking it complete.
+unpack_deb() {
+    local package="$1" dir="$2" download
+    command -v apt-get >/dev/null || die "apt-get not found: $package comes from Debian's archive"
+    apt-cache show "$package" >/dev/null 2>&1 || apt_update "$package"
+    log "downloading $package"
+    download="$(mktemp -d "$cache/download.XXXXXX")"
+    # apt-get download writes to the current directory; _apt cannot write to a root-owned temp folder,
+    # which only costs a warning, so it is filtered out.
+    if ! (cd "$download" && apt-get download -q "$package" 2>&1 |
+        { grep -v '^W: Download is performed unsandboxed' || true; } >&2); then
+        rm -rf "$download"
+        die "apt-get download $package failed"
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir/root"
+    dpkg -x "$download"/"$package"_*.deb "$dir/root"
+    rm -rf "$download"
+    echo "$package" >"$dir/package"
+    touch "$dir/.complete"
+}
+
 # --- kernel: the package Debian's linux-image-amd64 metapackage points at, fetched once -----------------
 kernel_dir="$cache/kernel"
 if [ ! -f "$kernel_dir/.complete" ]; then
-    command -v apt-get >/dev/null || die "apt-get not found: the VM kernel comes from Debian's archive"
     # The metapackage depends on exactly one versioned image package (linux-image-6.1.0-NN-amd64).
-    image_pkg="$(apt-cache depends linux-image-amd64 2>/dev/null |
-        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)"
+    image_pkg_of_meta() {
+        apt-cache depends linux-image-amd64 2>/dev/null |
+            sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
+    }
+    image_pkg="$(image_pkg_of_meta)"
     if [ -z "$image_pkg" ]; then
-        log "apt does not know linux-image-amd64 yet; running apt-get update"
-        sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        image_pkg="$(apt-cache depends linux-image-amd64 |
-            sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)"
+        apt_update linux-image-amd64
+        image_pkg="$(image_pkg_of_meta)"
     fi
     [ -n "$image_pkg" ] || die "cannot resolve linux-image-amd64 to a kernel package with apt-cache depends"
-    log "downloading $image_pkg"
-    download="$(mktemp -d "$cache/download.XXXXXX")"
-    trap 'rm -rf "$download"' EXIT
-    # apt-get download writes to the current directory; _apt cannot write to a root-owned temp folder,
-    # which only costs a warning, so it is silenced.
-    (cd "$download" && apt-get download -q "$image_pkg" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2) ||
-        die "apt-get download $image_pkg failed"
-    rm -rf "$kernel_dir"
-    mkdir -p "$kernel_dir/root"
-    dpkg -x "$download"/"$image_pkg"_*.deb "$kernel_dir/root"
-    echo "$image_pkg" >"$kernel_dir/package"
-    touch "$kernel_dir/.complete"
-    rm -rf "$download"
-    trap - EXIT
+    unpack_deb "$image_pkg" "$kernel_dir"
 fi
 image_pkg="$(cat "$kernel_dir/package")"
 release="${image_pkg#linux-image-}"
@@ -60,14 +75,21 @@ moddir="$kernel_dir/root/lib/modules/$release"
 [ -f "$vmlinuz" ] || die "$vmlinuz missing: remove $kernel_dir and rerun"
 
 # --- busybox: must be static, it runs before any library exists -----------------------------------------
+# The host's busybox may be the dynamically linked `busybox` package (initramfs-tools pulls it in); then
+# busybox-static is fetched into the cache instead of replacing the host's.
+is_static() { [ -x "$1" ] && ! LC_ALL=C ldd "$1" >/dev/null 2>&1; }
 busybox=""
 for candidate in /bin/busybox /usr/bin/busybox; do
-    if [ -x "$candidate" ] && ! LC_ALL=C ldd "$candidate" >/dev/null 2>&1; then
+    if is_static "$candidate"; then
         busybox="$candidate"
         break
     fi
 done
-[ -n "$busybox" ] || die "no statically linked busybox found: install busybox-static (make sysdeps)"
+if [ -z "$busybox" ]; then
+    [ -f "$cache/busybox-static/.complete" ] || unpack_deb busybox-static "$cache/busybox-static"
+    busybox="$cache/busybox-static/root/bin/busybox"
+    is_static "$busybox" || die "$busybox from busybox-static is not a static executable"
+fi
 
 # --- initramfs: rebuilt when an input changed --------------------------------------------------------------
 initramfs="$cache/initramfs.cpio.gz"
