@@ -131,6 +131,7 @@ class Agent:
         self._last_frame_time: float | None = None
         self._last_frame_mono = 0.0
         self._next_poll = 0.0
+        self._dropped_at_last_health = 0
         self.started = time.time()
 
     # --- campaigns and signed updates ---------------------------------------------------------------
@@ -248,25 +249,35 @@ class Agent:
         return self.counters()
 
     def health(self) -> dict[str, Any]:
-        """A small summary for operators and the watchdog: status, buses, uplink, backlog."""
+        """A small summary for operators and the watchdog: status, buses, uplink, backlog.
+
+        `status` is `degraded` while the broker is unreachable, a bus is lost, or frames were dropped since
+        the previous summary; `ok` otherwise.
+        """
         buses = {
             reader.source.name: {
                 "frames_in": reader.frames_in,
                 "frames_dropped": reader.frames_dropped,
                 "gaps": reader.gaps,
+                "lost": reader.in_gap,
                 "done": reader.done.is_set(),
             }
             for reader in self.readers
         }
-        pending = self.outbox.pending_count()
-        degraded = not self.uploader.connected or any(r.frames_dropped for r in self.readers)
+        dropped = sum(reader.frames_dropped for reader in self.readers)
+        degraded = (
+            not self.uploader.connected
+            or any(reader.in_gap for reader in self.readers)
+            or dropped > self._dropped_at_last_health
+        )
+        self._dropped_at_last_health = dropped
         return {
             "status": "degraded" if degraded else "ok",
             "vehicle_id": self.config.vehicle_id,
             "uptime_s": round(time.time() - self.started, 1),
             "buses": buses,
             "broker_connected": self.uploader.connected,
-            "outbox_pending": pending,
+            "outbox_pending": self.outbox.pending_count(),
             "batches_committed": self.batches_committed,
         }
 

@@ -140,6 +140,11 @@ class SourceReader:
         self._thread = threading.Thread(target=self._run, name=f"source-{source.name}", daemon=True)
         self._gap: tuple[float, str] | None = None
 
+    @property
+    def in_gap(self) -> bool:
+        """True while the bus is lost (from the error until the first frame after it)."""
+        return self._gap is not None
+
     def start(self) -> None:
         """Start reading."""
         self._thread.start()
