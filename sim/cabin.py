@@ -124,6 +124,7 @@ class Cabin:
             s.key_present = True
         if UNLOCK <= now < UNLOCK + 1 and s.central_lock:
             s.central_lock = 0
+            s.ignition = OFF
             s.memory_slot = key.seat_slot
             if key.seat_slot:
                 s.recall_active = True

@@ -80,7 +80,10 @@ class Driver:
         v = abs(state.speed)
         self._advance(v * dt)
         if self.parked_at is not None:
-            self._hold(state, GEAR_P if now > self.parked_at + 1.0 else state.gear, dt)
+            if now > self.parked_at + 2.5:  # in P and switched off: foot off the brake, getting out
+                self.brake_pedal = max(0.0, self.brake_pedal - dt)
+            else:
+                self._hold(state, GEAR_P if now > self.parked_at + 1.0 else state.gear, dt)
             self._steer(now, dt, v, 0.0)
             return
         if self._waiting_until is not None:

@@ -22,7 +22,7 @@ from cantools.database.can import Database, Message
 
 from firmware_agent.e2e import E2EProfile, profile_for
 from firmware_agent.vehicle import BUS_NAMES, default_dbc_dir
-from sim.cabin import CLOSING_TIME, DEPART, IGNITION_ON, Cabin
+from sim.cabin import CLOSING_TIME, DEPART, DOOR_CLOSE, IGNITION_ON, Cabin
 from sim.driver import Driver
 from sim.faults import Fault, FaultInjector, InjectedFault
 from sim.personas import PERSONAS, Persona, find_persona
@@ -185,7 +185,8 @@ class Simulation:
             now = tick * TICK
             model.state.ready = cabin.state.ignition >= 3 and now >= IGNITION_ON
             if now < DEPART:
-                driver.idle(model.state, TICK)
+                if now >= DOOR_CLOSE:  # seated: foot on the brake
+                    driver.idle(model.state, TICK)
             else:
                 if now - TICK < DEPART <= now + 1e-9:
                     driver.depart(model.state)
