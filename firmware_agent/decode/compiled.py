@@ -102,21 +102,25 @@ class FrameDecoder:
 
     def decode(self, frame: can.Message) -> tuple[Message, dict[str, SignalValue]] | None:
         """Decode one frame; None (and a count in `skips`) when it is unknown or cantools would refuse it."""
-        if frame.is_error_frame:
-            self.skips[SKIP_ERROR_FRAME] += 1
+        if frame.is_error_frame or frame.is_remote_frame:
+            self.skips[SKIP_ERROR_FRAME if frame.is_error_frame else SKIP_REMOTE] += 1
             return None
-        if frame.is_remote_frame:
-            self.skips[SKIP_REMOTE] += 1
-            return None
-        compiled = self.compiled_for(frame.channel, frame.arbitration_id, frame.is_extended_id)
+        compiled = self._by_key.get((frame.channel, frame.arbitration_id, frame.is_extended_id), _UNSEEN)
+        if compiled is _UNSEEN:
+            compiled = self.compiled_for(frame.channel, frame.arbitration_id, frame.is_extended_id)
         if compiled is None:
             self.skips[SKIP_UNKNOWN_ID] += 1
             return None
         try:
-            return compiled.message, compiled.decode(frame.data)
+            return compiled.message, compiled._function(frame.data)
         except DecodeSkip as skip:
             self.skips[skip.reason] += 1
-            return None
+        except (ValueError, OverflowError):
+            self.skips[SKIP_INVALID_VALUE] += 1
+        return None
+
+
+_UNSEEN: Any = object()
 
 
 class _Generator:
@@ -142,17 +146,26 @@ class _Generator:
         return name
 
     def node(self, node: NodeLayout) -> str:
-        """Emit a function `nX(le, be, out)` for `node` and return its name."""
+        """Emit a function `nX(le, be)` returning the dict of `node` (and its children); return its name."""
         name = f"n{len(self.functions)}"
         self.functions.append("")  # reserve the slot so children get later numbers
-        lines = [f"def {name}(le, be, out):"]
+        body = self.node_body(node)
+        self.functions[int(name[1:])] = "\n".join([f"def {name}(le, be):", *body, "    return out"])
+        return name
+
+    def node_body(self, node: NodeLayout) -> list[str]:
+        """Statements that leave `node`'s signals (then its children's) in `out`, in cantools' order."""
         if node.unpack_fails:
-            lines.append("    raise DecodeSkip(SKIP_UNPACK)")
+            return ["    raise DecodeSkip(SKIP_UNPACK)"]
+        lines: list[str] = []
+        values: list[str] = []
         raws: dict[str, str] = {}
         for index, signal in enumerate(node.signals):
             raw = f"r{index}"
             raws[signal.name] = raw
-            lines.extend(self.signal(signal, raw))
+            lines.append(f"    {raw} = {self.raw(signal)}")
+            values.append(f"{signal.name!r}: {self.value(signal, raw)}")
+        lines.append(f"    out = {{{', '.join(values)}}}")
         for mux in node.muxes:
             signal = next(s for s in node.signals if s.name == mux.signal)
             raw = raws[mux.signal]
@@ -169,50 +182,47 @@ class _Generator:
                 lines.append(f"    m = {number}")
             lines.append(f"    child = {table}.get(m)")
             lines.append("    if child is None: raise DecodeSkip(SKIP_UNDEFINED_MUX)")
-            lines.append("    child(le, be, out)")
-        if len(lines) == 1:
-            lines.append("    pass")
-        self.functions[int(name[1:])] = "\n".join(lines)
-        return name
+            lines.append("    out.update(child(le, be))")
+        return lines
 
-    def signal(self, signal: SignalLayout, raw: str) -> list[str]:
+    def raw(self, signal: SignalLayout) -> str:
+        """The expression of a signal's raw number: bits, then two's complement or IEEE float."""
         source = "le" if signal.integer == "le" else "be"
         shifted = f"({source} >> {signal.shift})" if signal.shift else source
-        extract = f"{shifted} & {signal.mask:#x}"
-        lines = [f"    {raw} = {extract}"]
+        bits = f"({shifted} & {signal.mask:#x})"
         if signal.kind == "s":
-            lines.append(f"    if {raw} >= {1 << (signal.length - 1):#x}: {raw} -= {1 << signal.length:#x}")
-        elif signal.kind == "f":
+            sign = 1 << (signal.length - 1)
+            return f"(({bits} ^ {sign:#x}) - {sign:#x})"  # sign extension without a branch
+        if signal.kind == "f":
             unpack = self.constant(_FLOAT_UNPACKERS[signal.length])
-            lines.append(f"    {raw} = {unpack}({raw}.to_bytes({signal.length // 8}, 'big'))[0]")
+            return f"{unpack}({bits}.to_bytes({signal.length // 8}, 'big'))[0]"
+        return bits
+
+    def value(self, signal: SignalLayout, raw: str) -> str:
+        """The expression cantools' conversion gives: a value-table entry, else the scaled number."""
         scaled = self.scaled(signal, raw)
         if self.decode_choices and signal.choices:
-            choices = self.constant(signal.choices)
             key = raw if signal.kind != "f" else f"int({raw})"
-            lines.append(f"    c = {choices}.get({key})")
-            lines.append(f"    out[{signal.name!r}] = {scaled} if c is None else c")
-        else:
-            lines.append(f"    out[{signal.name!r}] = {scaled}")
-        return lines
+            return f"{self.constant(signal.choices)}.get({key}, {scaled})"
+        return scaled
 
     def scaled(self, signal: SignalLayout, raw: str) -> str:
         if signal.conversion == "identity":
             return raw
-        return f"({raw} * {self.constant(signal.scale)} + {self.constant(signal.offset)})"
+        return f"{raw} * {self.constant(signal.scale)} + {self.constant(signal.offset)}"
 
     def source(self) -> str:
-        root = self.node(self.layout.root)
         length = self.layout.length
         needs_le = _uses(self.layout.root, "le")
         needs_be = _uses(self.layout.root, "be")
         body = [
             "def decode(data):",
-            f"    if len(data) < {length}: raise DecodeSkip(SKIP_TOO_SHORT)",
-            f"    data = data[:{length}]",
+            f"    if len(data) != {length}:",
+            f"        if len(data) < {length}: raise DecodeSkip(SKIP_TOO_SHORT)",
+            f"        data = data[:{length}]",
             "    le = from_bytes(data, 'little')" if needs_le else "    le = 0",
             "    be = from_bytes(data, 'big')" if needs_be else "    be = 0",
-            "    out = {}",
-            f"    {root}(le, be, out)",
+            *self.node_body(self.layout.root),
             "    return out",
         ]
         return "\n\n".join([*self.functions, "\n".join(body)]) + "\n"
