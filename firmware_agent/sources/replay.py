@@ -13,13 +13,18 @@ from pathlib import Path
 
 import can
 
+from firmware_agent.decode.readers import detect_format, open_capture
 from firmware_agent.errors import UserError
 from firmware_agent.sources.base import EndOfSource, Source
 from firmware_agent.sources.spec import SourceSpec
 
+#: Frames the capture reader decodes at a time (bounded memory for any capture size).
+CHUNK_FRAMES = 20_000
+
 
 class ReplaySource(Source):
-    """Reads any format python-can's `LogReader` knows (candump -L, ASC, BLF, TRC, CSV, MF4)."""
+    """Reads every capture format `firmware-agent decode` reads (`decode.readers.open_capture`): candump -L
+    (also with hex-letter FD flags), candump console output, ASC (also gzipped), BLF, TRC, CSV, MF4."""
 
     OPTIONS = ("speed", "loop")
     live = False
@@ -29,6 +34,10 @@ class ReplaySource(Source):
         self.path = Path(spec.arg)
         if not self.path.is_file():
             raise UserError(f"source {spec.text!r}: {self.path}: no such file")
+        try:
+            self.format_name = detect_format(str(self.path))
+        except UserError as exc:
+            raise UserError(f"source {spec.text!r}: {exc}") from exc
         self.speed: float | None = spec.number("speed", 0.0) if "speed" in spec.options else None
         self.loops = int(spec.number("loop", 1))
         self._frames: Iterator[can.Message] | None = None
@@ -48,7 +57,7 @@ class ReplaySource(Source):
         started = time.monotonic()
         for _ in range(self.loops):
             last = first if first is not None else 0.0
-            for frame in can.LogReader(str(self.path)):
+            for frame in _frames_of(self.path):
                 if first is None:
                     first = last = frame.timestamp
                 last = max(last, frame.timestamp)
@@ -80,3 +89,11 @@ class ReplaySource(Source):
     def close(self) -> None:
         """Forget the reader."""
         self._frames = None
+
+
+def _frames_of(path: Path) -> Iterator[can.Message]:
+    """Every frame of a capture, in capture order, read in chunks."""
+    for batch in open_capture(str(path), chunk_size=CHUNK_FRAMES):
+        message = batch.message
+        for row in range(len(batch)):
+            yield message(row)

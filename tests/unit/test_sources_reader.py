@@ -10,7 +10,8 @@ from pathlib import Path
 import can
 import pytest
 
-from firmware_agent.sources import open_source
+from firmware_agent.errors import UserError
+from firmware_agent.sources import Source, SourceSpec, open_source
 from firmware_agent.sources.reader import EventBox, FrameQueue, ReaderSettings, SourceReader
 from firmware_agent.sources.virtual import VirtualSource
 
@@ -113,8 +114,11 @@ def test_lost_virtual_bus_is_reopened_and_the_gap_reported() -> None:
     assert [int.from_bytes(m.data, "little") for m in drain(frames)] == [1, 2]
 
 
+T0 = 1_767_225_600.0
+
+
 def write_capture(path: Path, count: int) -> None:
-    lines = [f"({1000.0 + i / 100:.6f}) can{i % 2} {0x100 + i % 4:03X}#{i:08X}\n" for i in range(count)]
+    lines = [f"({T0 + i / 100:.6f}) can{i % 2} {0x100 + i % 4:03X}#{i:08X}\n" for i in range(count)]
     path.write_text("".join(lines))
 
 
@@ -130,7 +134,7 @@ def test_replay_waits_for_the_pipeline_instead_of_dropping(tmp_path: Path) -> No
     finally:
         reader.stop()
     assert reader.frames_dropped == 0
-    assert [m.timestamp for m in received] == [1000.0 + i / 100 for i in range(300)]
+    assert [round(m.timestamp, 6) for m in received] == [round(T0 + i / 100, 6) for i in range(300)]
     assert [m.channel for m in received[:2]] == ["can0", "can1"]
 
 
@@ -148,14 +152,44 @@ def test_replay_loops_move_time_forward(tmp_path: Path) -> None:
     assert {m.channel for m in received} == {"bench"}
 
 
-def test_replay_of_a_broken_file_is_fatal_not_retried(tmp_path: Path) -> None:
+def test_replay_of_a_file_that_is_no_capture_is_refused_at_once(tmp_path: Path) -> None:
     capture = tmp_path / "drive.blf"
     capture.write_bytes(b"\x00garbage" * 100)
-    reader = SourceReader(open_source(f"replay:{capture}"), FrameQueue(ReaderSettings()), EventBox())
+    with pytest.raises(UserError) as error:
+        open_source(f"replay:{capture}")
+    assert str(capture) in str(error.value) and "not a CAN capture" in str(error.value)
+
+
+class UnreadableAfterOneFrame(Source):
+    """A finite source whose file turns out to be unreadable after its first frame."""
+
+    live = False
+
+    def __init__(self) -> None:
+        super().__init__(SourceSpec.parse("replay:broken.log"))
+        self.sent = False
+
+    def open(self) -> None:
+        pass
+
+    def read(self, timeout: float) -> can.Message | None:
+        if not self.sent:
+            self.sent = True
+            return frame(1)
+        raise UserError("broken.log:2: unreadable")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_finite_source_that_fails_is_fatal_not_retried() -> None:
+    frames = FrameQueue(ReaderSettings())
+    reader = SourceReader(UnreadableAfterOneFrame(), frames, EventBox())
     reader.start()
     wait_for(reader.done.is_set)
-    assert reader.fatal is not None
-    assert str(capture) in str(reader.fatal)
+    assert str(reader.fatal) == "broken.log:2: unreadable"
+    assert reader.reconnects == 0
+    assert len(drain(frames)) == 1  # what was read before the failure is still handed over
 
 
 @pytest.mark.parametrize("maxlen", [3])

@@ -36,9 +36,10 @@ def test_replay_options_and_path_with_colon_free_name(tmp_path: Path) -> None:
 
 
 def test_sim_options_after_colon() -> None:
-    source = open_source("sim:driver=alice,scenario=city,seed=7,duration=30")
+    source = open_source("sim:driver=anna,scenario=city,seed=7,duration=30,fault=bad-crc@5+1:chassis")
     assert isinstance(source, SimSource)
-    assert source.options == {"seed": 7, "duration": 30.0, "driver": "alice", "scenario": "city"}
+    assert source.options == {"seed": 7, "duration": 30.0, "driver": "anna", "scenario": "city"}
+    assert source.faults == ["bad-crc@5+1:chassis"]
     assert open_source("sim:[seed=3]").options["seed"] == 3
 
 
@@ -73,6 +74,9 @@ def test_socketcan_interface_that_does_not_exist_is_unavailable() -> None:
         ("sim:seed=x", "seed"),
         ("sim:duration=-1", "duration"),
         ("sim:driver", "KEY=VALUE"),
+        ("sim:driver=nobody", "unknown driver"),
+        ("sim:scenario=moon", "unknown scenario"),
+        ("sim:fault=melt@3", "unknown fault"),
     ],
 )
 def test_bad_specs_name_the_problem(text: str, needle: str) -> None:
