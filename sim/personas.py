@@ -198,7 +198,7 @@ PERSONAS: tuple[Persona, ...] = (
     Persona(
         number=3,
         name="chloe",
-        summary="cautious novice: unsteady foot, brakes early, busy steering corrections, slow, N at long reds",
+        summary="cautious novice: unsteady foot, brakes early, busy steering, slow, N at long red lights",
         behaviour=Behaviour(
             accel_max=2.2,
             accel_gain=0.6,

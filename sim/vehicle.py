@@ -62,19 +62,20 @@ class _Periodic:
     drift: float
     jitter: float
     profile: E2EProfile | None
-    limits: tuple[tuple[str, float, float], ...]
+    limits: dict[str, tuple[float, float]]
     index: int = 0
     counter: int = -1
     nominal: float = 0.0
 
 
-def _limits(message: Message) -> tuple[tuple[str, float, float], ...]:
-    out = []
+def _limits(message: Message) -> dict[str, tuple[float, float]]:
+    """Each signal's DBC range: values outside are clamped rather than wrapped by the encoder."""
+    out = {}
     for signal in message.signals:
         low = signal.minimum if signal.minimum is not None else -float("inf")
         high = signal.maximum if signal.maximum is not None else float("inf")
-        out.append((signal.name, low, high))
-    return tuple(out)
+        out[signal.name] = (low, high)
+    return out
 
 
 class Simulation:
@@ -234,18 +235,24 @@ class Simulation:
         schedule.index += 1
         schedule.nominal = schedule.phase + schedule.index * schedule.period * (1.0 + schedule.drift)
         t = max(0.0, nominal + jitter_rng.uniform(-schedule.jitter, schedule.jitter))
-        send, step, bad_crc, short = injector.frame_fate(
-            schedule.bus, t, message, schedule.profile is not None
-        )
+        if injector.injected:
+            send, step, bad_crc, short = injector.frame_fate(
+                schedule.bus, t, message, schedule.profile is not None
+            )
+        else:
+            send, step, bad_crc, short = True, 1, False, False
         if schedule.profile is not None:
             schedule.counter = (schedule.counter + step) % schedule.profile.counter_modulo
         if not send:
             return None
         values = signals.values(message.name, index)
-        for name, low, high in schedule.limits:
-            value = values.get(name)
-            if value is not None and not low <= value <= high:
-                values[name] = low if value < low else high
+        limits = schedule.limits
+        for name, value in values.items():
+            low, high = limits[name]
+            if value < low:
+                values[name] = low
+            elif value > high:
+                values[name] = high
         data = bytearray(message.encode(values, strict=False))
         if schedule.profile is not None:
             schedule.profile.protect(data, schedule.counter)
