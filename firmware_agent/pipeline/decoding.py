@@ -35,17 +35,20 @@ _J1939_PDU1_MASK = 0x03FF0000
 class _Plan:
     """What to do with one (channel, identifier): check, decode, and which samples to emit."""
 
-    __slots__ = ("decode", "guard", "outputs")
+    __slots__ = ("decode", "guard", "outputs", "simple")
 
     def __init__(
         self,
         decode: Callable[[bytes | bytearray], dict[str, SignalValue]],
         guard: E2EGuard | None,
         outputs: tuple[tuple[str, str, bool], ...],
+        multiplexed: bool,
     ) -> None:
         self.decode = decode
         self.guard = guard
         self.outputs = outputs  # (signal, sample name, has a value table)
+        #: Every wanted signal is in every decode and none has a value table: the fast path applies.
+        self.simple = not multiplexed and not any(has_choices for _, _, has_choices in outputs)
 
 
 class SampleDecoder:
@@ -91,7 +94,7 @@ class SampleDecoder:
                 guard = None
                 if profile is not None:
                     guard = self.checker.guard(str(channel), frame_id, profile)
-                plan = _Plan(compiled.decode, guard, outputs)
+                plan = _Plan(compiled.decode, guard, outputs, compiled.message.is_multiplexed())
         self._plans[(channel, frame_id, is_extended)] = plan
         return plan
 
@@ -101,7 +104,7 @@ class SampleDecoder:
         missing = _MISSING
         skipped = 0
         samples: list[Sample] = []
-        emit = samples.append
+        emit, extend, make = samples.append, samples.extend, Sample
         for frame in frames:
             key = (frame.channel, frame.arbitration_id, frame.is_extended_id)
             plan = plans.get(key, missing)
@@ -119,13 +122,16 @@ class SampleDecoder:
             except DecodeSkip as skip:
                 counts[f"decode_{skip.reason.replace(' ', '_')}"] += 1
                 continue
+            if plan.simple:
+                extend([make(timestamp, name, values[signal]) for signal, name, _ in plan.outputs])
+                continue
             for signal, name, has_choices in plan.outputs:
                 value = values.get(signal)
                 if value is None:
                     continue  # not in this multiplexer branch
                 if has_choices and type(value) is NamedSignalValue:
                     value = str(value.name)
-                emit(Sample(timestamp, name, value))
+                emit(make(timestamp, name, value))
         counts["frames"] += len(frames)
         counts["skipped"] += skipped
         counts["samples"] += len(samples)
