@@ -23,6 +23,7 @@ from firmware_agent.errors import UserError
 from firmware_agent.pipeline.e2e_check import E2ESettings
 from firmware_agent.sources.reader import ReaderSettings
 from firmware_agent.sources.spec import SourceSpec
+from firmware_agent.telemetry.broker import BrokerConfig
 from firmware_agent.telemetry.topics import VEHICLE_ID_PATTERN
 from firmware_agent.vehicle import default_dbc_dir, default_dbc_specs
 
@@ -260,6 +261,12 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         keepalive=file.number("broker.keepalive", 30, 5, integer=True),
         max_inflight=file.number("broker.max_inflight", 20, 1, integer=True),
     )
+
+    try:
+        BrokerConfig(broker.url, broker.ca_file, broker.cert_file, broker.key_file, broker.keepalive)
+    except UserError as exc:
+        where_broker = flags if overrides.broker else file
+        raise where_broker.fail("--broker" if overrides.broker else "broker", str(exc)) from exc
 
     state_dir = (
         _flag_path(overrides.state_dir)

@@ -34,6 +34,8 @@ stats_interval = 30
 
 
 def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "pki").mkdir(exist_ok=True)
+    (tmp_path / "pki" / "ca.pem").write_text("a CA certificate\n")
     path = tmp_path / "agent.toml"
     path.write_text(text)
     return path
@@ -92,6 +94,12 @@ def test_defaults_without_a_file() -> None:
         (GOOD.replace('"chassis=socketcan:can1"', '"chassis=can:can1"'), "sources: source"),
         (GOOD.replace('url = "mqtts://broker.example:8883"', ""), "broker.url: missing"),
         (GOOD.replace("[broker]", "[broker\n"), "TOML syntax error"),
+        (GOOD.replace('ca_file = "pki/ca.pem"', 'ca_file = "pki/nope.pem"'), "broker: "),
+        (
+            GOOD.replace('ca_file = "pki/ca.pem"', 'cert_file = "pki/ca.pem"'),
+            "broker: client certificate and key",
+        ),
+        (GOOD.replace("mqtts://broker.example:8883", "http://x"), "broker: broker URL 'http://x'"),
     ],
 )
 def test_errors_name_the_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
