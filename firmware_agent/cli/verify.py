@@ -125,8 +125,9 @@ def _do_verify(args: argparse.Namespace) -> int:
             verifier.problems.append(Problem("timeout", args.topic, problem))
             print(verifier.problems[-1], file=sys.stderr)
     duplicates = f", {verifier.duplicates} duplicates" if verifier.duplicates else ""
+    missing = f", {verifier.missing} missing" if verifier.missing else ""
     print(
-        f"verify: {verifier.received} messages, {verifier.verified} verified{duplicates}, "
+        f"verify: {verifier.received} messages, {verifier.verified} verified{duplicates}{missing}, "
         f"{len(verifier.problems)} problems",
         file=sys.stderr,
     )

@@ -89,6 +89,7 @@ class TelemetryVerifier:
         self.received = 0
         self.verified = 0
         self.duplicates = 0
+        self.missing = 0  # batches in the gaps found by finish()
         self.problems: list[Problem] = []
 
     def check(self, topic: str, message: bytes, source: str = "") -> VerifiedBatch | Problem:
@@ -156,6 +157,7 @@ class TelemetryVerifier:
             seqs = sorted(seen)
             for before, after in itertools.pairwise(seqs):
                 if after > before + 1:
+                    self.missing += after - before - 1
                     missing = f"seq {before + 1}" if after == before + 2 else f"seq {before + 1}..{after - 1}"
                     gaps.append(Problem("gap", telemetry_topic(vehicle), f"{missing} missing"))
         self.problems.extend(gaps)

@@ -110,7 +110,7 @@ def test_tampered_retopiced_replayed_and_missing_batches_are_reported_one_line_e
     )
     assert problems[2].endswith(f"bad.dump:4: replay: {TOPIC}: seq 0 seen before")
     assert problems[3] == f"gap: {TOPIC}: seq 1..3 missing"
-    assert problems[4] == "verify: 5 messages, 2 verified, 4 problems"
+    assert problems[4] == "verify: 5 messages, 2 verified, 3 missing, 4 problems"
     assert "Traceback" not in result.stderr
 
 
