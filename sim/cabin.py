@@ -272,3 +272,5 @@ class Cabin:
             s.muted, self._unmute_at = True, now + self._rng.uniform(15, 60)
         if s.nav_active:
             s.nav_distance = max(0.0, s.nav_distance - speed_kmh / 3600.0 * dt)
+            if s.nav_distance == 0.0:
+                s.nav_active = False  # arrived: the route guidance ends
