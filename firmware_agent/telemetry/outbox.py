@@ -102,6 +102,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self._seal = seal
         self._last_size = 0  # bytes of the batch being committed, for eviction after a full error
+        self._closed = False
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,8 +303,11 @@ class Outbox:
             return int(self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
 
     def close(self) -> None:
-        """Checkpoint the WAL and close the database."""
+        """Checkpoint the WAL and close the database; closing twice is harmless."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
