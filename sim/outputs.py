@@ -153,25 +153,27 @@ def send_paced(
     links = _LinkToggler(report, channels, faults)
     started = time.monotonic()
     first: float | None = None
-    for frame in frames:
-        if first is None:
-            first = frame.timestamp
-        if speed > 0:
-            delay = started + (frame.timestamp - first) / speed - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        links.update(frame.timestamp - first, report)
-        route = by_channel.get(str(frame.channel))
-        if route is None or route.bus is None:
-            continue
-        if frame.is_error_frame and links.real(route):
-            continue  # the kernel reports a real link-down itself
-        try:
-            route.bus.send(frame)
-            route.sent += 1
-        except can.CanError:
-            route.failed += 1
-    links.finish(report)
+    try:
+        for frame in frames:
+            if first is None:
+                first = frame.timestamp
+            if speed > 0:
+                delay = started + (frame.timestamp - first) / speed - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            links.update(frame.timestamp - first, report)
+            route = by_channel.get(str(frame.channel))
+            if route is None or route.bus is None:
+                continue
+            if frame.is_error_frame and links.real(route):
+                continue  # the kernel reports a real link-down itself
+            try:
+                route.bus.send(frame)
+                route.sent += 1
+            except can.CanError:
+                route.failed += 1
+    finally:
+        links.finish(report)  # never leave an interface down, even on Ctrl-C
 
 
 class _LinkToggler:

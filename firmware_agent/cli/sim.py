@@ -90,6 +90,11 @@ def _do_sim(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {args.seed}: must not be negative")
     if not (math.isfinite(args.speed) and args.speed >= 0):
         raise UserError(f"--speed {args.speed:g}: must be 0 (unpaced) or a positive factor")
+    for moment in args.hard_brake:
+        if not (math.isfinite(moment) and moment >= 0):
+            raise UserError(f"--hard-brake {moment:g}: must be seconds from the start (0 or more)")
+    if args.start_time is not None and not math.isfinite(args.start_time):
+        raise UserError(f"--start-time {args.start_time:g}: must be a Unix time in seconds")
     if args.out is None and not args.bus:
         raise UserError("give --out FILE or --bus INTERFACE[:CHANNEL] (or --list)")
     persona = _named(find_persona, args.driver, "--driver")

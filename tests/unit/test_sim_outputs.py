@@ -113,6 +113,7 @@ def test_one_interface_carries_the_whole_vehicle():
         (["--bus", "nosuch:can0"], "unknown python-can interface"),
         (["--bus", "virtual:a", "--bus", "virtual:b"], "no vehicle bus is mapped to 'a'"),
         (["--duration", "0", "--out", "x.log"], "--duration 0"),
+        (["--hard-brake", "-1", "--out", "x.log"], "--hard-brake -1"),
         ([], "give --out FILE or --bus"),
     ],
 )
