@@ -45,10 +45,6 @@ class BadSignatureError(VerificationError):
     """The signature does not verify for the payload, protected header and topic."""
 
 
-class WrongTopicError(VerificationError):
-    """The signature verifies, but for a different topic than the one the message arrived on."""
-
-
 def _sig_structure(protected: bytes, topic: str, payload: bytes) -> bytes:
     return cbor2.dumps(["Signature1", protected, topic.encode("utf-8"), payload])
 
