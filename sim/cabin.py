@@ -89,11 +89,17 @@ class Cabin:
     """Runs the opening/closing sequence and the persona's cabin habits on a `CabinState`."""
 
     def __init__(
-        self, behaviour: Behaviour, key_owner: Identity, driver: Identity, rng: random.Random
+        self,
+        behaviour: Behaviour,
+        key_owner: Identity,
+        driver: Identity,
+        rng: random.Random,
+        profile_volume: int | None = None,
     ) -> None:
         self.b = behaviour
         self.key = key_owner
         self.driver = driver
+        self._profile_volume = behaviour.volume if profile_volume is None else profile_volume
         self._rng = rng
         self.state = CabinState(
             seat_position=rng.uniform(20, 80), seat_height=rng.uniform(30, 70), child_lock=rng.random() < 0.3
@@ -162,9 +168,7 @@ class Cabin:
         s.profile = self.key.profile
         self.events.append(ProfileEvent(now, PROFILE_SELECTED, self.key.profile, profile_user_hash(self.key)))
         # The profile restores its owner's volume; a borrower turns it to their own taste while driving.
-        s.volume = (
-            self.b.volume if self.key == self.driver else max(5, self.b.volume + self._rng.randint(-10, 10))
-        )
+        s.volume = self._profile_volume
         s.source = self.b.sources[0]
         s.cabin_temp = self.b.cabin_temp
 

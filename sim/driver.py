@@ -27,7 +27,7 @@ COAST = -0.1  #: wanted acceleration meaning "foot off both pedals"
 
 
 class Driver:
-    """Drives one persona's trip along a route; call `step` every tick after `start` has come."""
+    """Drives one persona's trip along a route: `idle` while seated, `depart`, then `step` every tick."""
 
     def __init__(self, behaviour: Behaviour, route: Iterator[Segment], rng: random.Random) -> None:
         self.b = behaviour

@@ -161,7 +161,7 @@ class Simulation:
         trip = persona.for_trip(self._stream("trip"))
         model = VehicleModel(self._stream("vehicle"), soc=self._stream("battery").uniform(45, 92))
         driver = Driver(trip, self.scenario.route(self._stream("route")), self._stream("driver"))
-        cabin = Cabin(trip, key.identity, persona.identity, self._stream("cabin"))
+        cabin = Cabin(trip, key.identity, persona.identity, self._stream("cabin"), key.behaviour.volume)
         signals = SignalValues(
             model.state,
             cabin.state,

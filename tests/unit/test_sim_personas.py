@@ -123,6 +123,10 @@ def test_borrowed_key_carries_the_owners_identity_and_the_drivers_behaviour():
     seat = [(t, s["SeatPosition"]) for t, s in borrowed["SEAT_MEMORY"] if s["SeatPage"] == 1]
     assert any(abs(p - anna.seat_position) < 1 for t, p in seat if t < 8)
     assert seat[-1][1] == pytest.approx(ben.seat_position, abs=0.1)
+    # The profile restores anna's volume; ben turns it up to his own level while driving.
+    volumes = [s["Volume"] for _, s in borrowed["HU_STATUS"] if s["ActiveProfile"]]
+    assert volumes[0] == PERSONAS[0].behaviour.volume
+    assert abs(volumes[-1] - PERSONAS[1].behaviour.volume) <= 8
     behaviour = _behaviour(borrowed)
     as_ben, as_anna = _behaviour(_trip("ben")), _behaviour(_trip("anna"))
     for key in ("accel", "accel_p95", "brake", "volume"):
