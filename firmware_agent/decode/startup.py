@@ -3,7 +3,8 @@
 cantools imports python-can, and python-can imports asammdf (and with it pandas) for its MF4 reader
 whenever it is installed: 0.7 s of a 1.5 s decode on a small machine. When no MF4 file is being read,
 python-can is imported with asammdf hidden; the MF4 reader reloads python-can's MF4 module if it is
-needed after all.
+needed after all. (The parquet writer builds its arrow arrays from buffers for the same reason:
+`pyarrow.array()` imports pandas on first use.)
 """
 
 from __future__ import annotations

@@ -153,8 +153,10 @@ class _MessageTable:
         fields = [pa.field("timestamp", pa.float64()), pa.field("id", pa.uint32())]
         self.labels: dict[str, str] = {}
         taken = {signal.name for signal in message.signals} | {"timestamp", "id"}
+        self.dtypes: dict[str, np.dtype] = {}
         for signal in message.signals:
-            fields.append(pa.field(signal.name, _arrow_type(pa, signal)))
+            dtype = self.dtypes[signal.name] = _column_dtype(signal)
+            fields.append(pa.field(signal.name, pa.from_numpy_dtype(dtype)))
             if decode_choices and signal.conversion.choices:
                 label = f"{signal.name}_label"
                 while label in taken:
@@ -163,70 +165,116 @@ class _MessageTable:
                 self.labels[signal.name] = label
                 fields.append(pa.field(label, pa.dictionary(pa.int32(), pa.string())))
         self.schema = pa.schema(fields)
-        self._pending: list[Any] = []
+        self._values: dict[str, list[np.ndarray]] = {name: [] for name in self.schema.names}
+        self._nulls: dict[str, list[np.ndarray | None]] = {name: [] for name in self.schema.names}
+        self._label_names: dict[str, list[str]] = {}
         self.buffered = 0
         self._writer: Any = None
 
     def add(self, group: DecodedGroup) -> None:
-        pa = self._pa
+        """Buffer a group's columns (numpy; arrow arrays are built once per row group)."""
         count = len(group.rows)
-        arrays: dict[str, Any] = {
-            "timestamp": pa.array(group.timestamp),
-            "id": pa.array(np.full(count, group.arbitration_id, np.uint32)),
-        }
-        for field in self.schema:
-            if field.name in arrays or (field.name.endswith("_label") and field.name in self.labels.values()):
-                continue
-            column = group.signals.get(field.name)
+        self._values["timestamp"].append(group.timestamp)
+        self._nulls["timestamp"].append(None)
+        self._values["id"].append(np.full(count, group.arbitration_id, np.uint32))
+        self._nulls["id"].append(None)
+        for name, dtype in self.dtypes.items():
+            column = group.signals.get(name)
+            label_name = self.labels.get(name)
             if column is None:
-                arrays[field.name] = pa.nulls(count, field.type)
+                self._values[name].append(np.zeros(count, dtype))
+                self._nulls[name].append(np.ones(count, bool))
+                if label_name is not None:
+                    self._values[label_name].append(np.full(count, -1, np.int32))
+                    self._nulls[label_name].append(None)
                 continue
-            mask = None if column.present is None else ~column.present
-            values = column.values
-            if values.dtype == object or values.dtype.kind != np.dtype(field.type.to_pandas_dtype()).kind:
-                values = values.astype(field.type.to_pandas_dtype())
-            arrays[field.name] = pa.array(values, type=field.type, mask=mask)
-            label_name = self.labels.get(field.name)
+            absent = None if column.present is None else ~column.present
+            self._values[name].append(
+                column.values if column.values.dtype == dtype else column.values.astype(dtype)
+            )
+            self._nulls[name].append(absent)
             if label_name is not None:
                 codes = column.label if column.label is not None else np.full(count, -1, np.int32)
-                hidden = codes < 0 if mask is None else (codes < 0) | mask
-                arrays[label_name] = pa.DictionaryArray.from_arrays(
-                    pa.array(codes, mask=hidden), pa.array(column.labels, pa.string())
-                )
-        for _name, label_name in self.labels.items():
-            if label_name not in arrays:
-                arrays[label_name] = pa.nulls(count, pa.dictionary(pa.int32(), pa.string()))
-        self._pending.append(pa.table([arrays[field.name] for field in self.schema], schema=self.schema))
+                self._values[label_name].append(codes if absent is None else np.where(absent, -1, codes))
+                self._nulls[label_name].append(None)
+                self._label_names.setdefault(label_name, column.labels)
         self.buffered += count
 
     def flush(self) -> None:
-        if not self._pending:
+        """Write the buffered rows as one row group."""
+        if not self.buffered:
             return
         import pyarrow.parquet as pq
 
+        pa = self._pa
         if self._writer is None:
             try:
-                self._writer = pq.ParquetWriter(str(self.path), self.schema)
+                self._writer = pq.ParquetWriter(pa.OSFile(str(self.path), "wb"), self.schema)
             except OSError as exc:
                 raise UserError(f"{self.path}: cannot write: {exc}") from None
-        table = self._pa.concat_tables(self._pending).combine_chunks()
-        self._writer.write_table(table)
-        self._pending = []
+        arrays = []
+        label_columns = set(self.labels.values())
+        for field in self.schema:
+            values = np.concatenate(self._values[field.name])
+            nulls = self._nulls[field.name]
+            null = None
+            if any(part is not None for part in nulls):
+                parts = [
+                    np.zeros(len(v), bool) if n is None else n
+                    for v, n in zip(self._values[field.name], nulls, strict=True)
+                ]
+                null = np.concatenate(parts)
+            if field.name in label_columns:
+                codes = values.astype(np.int32)
+                indices = _arrow_array(pa, codes, pa.int32(), codes < 0)
+                names = _arrow_strings(pa, self._label_names.get(field.name, []))
+                arrays.append(pa.DictionaryArray.from_arrays(indices, names))
+            else:
+                arrays.append(_arrow_array(pa, values, field.type, null))
+            self._values[field.name] = []
+            self._nulls[field.name] = []
+        self._writer.write_table(pa.table(arrays, schema=self.schema))
         self.buffered = 0
 
     def close(self) -> None:
+        """Write what is left and finish the file."""
         self.flush()
         if self._writer is not None:
             self._writer.close()
 
 
-def _arrow_type(pa: Any, signal: Signal) -> Any:
+def _arrow_array(pa: Any, values: np.ndarray, arrow_type: Any, null: np.ndarray | None = None) -> Any:
+    """A numeric arrow array over a numpy column (`pyarrow.array` would import pandas on first use)."""
+    values = np.ascontiguousarray(values)
+    validity = None
+    null_count = 0
+    if null is not None:
+        null_count = int(null.sum())
+        if null_count:
+            validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(
+        arrow_type, len(values), [validity, pa.py_buffer(values)], null_count=null_count
+    )
+
+
+def _arrow_strings(pa: Any, items: list[str]) -> Any:
+    """An arrow string array built from buffers."""
+    encoded = [item.encode("utf-8") for item in items]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    offsets[1:] = np.cumsum([len(item) for item in encoded])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
+
+
+def _column_dtype(signal: Signal) -> np.dtype:
     """int64 where cantools gives integers (uint64 for 64-bit unsigned raw values), else float64."""
     conversion = getattr(signal.conversion, "_conversion", signal.conversion)  # beneath a value table
     if signal.conversion.is_float or type(conversion).__name__ == "LinearConversion":
-        return pa.float64()
+        return np.dtype(np.float64)
     if signal.length >= 64 and not signal.is_signed and type(conversion).__name__ == "IdentityConversion":
-        return pa.uint64()
+        return np.dtype(np.uint64)
     if signal.length + abs(int(getattr(conversion, "scale", 1))).bit_length() >= 62:
-        return pa.float64()  # integers beyond int64 are rare; keep them approximately rather than fail
-    return pa.int64()
+        return np.dtype(
+            np.float64
+        )  # integers beyond int64 are rare; keep them approximately rather than fail
+    return np.dtype(np.int64)

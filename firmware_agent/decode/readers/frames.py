@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import can
 import numpy as np
+
+if TYPE_CHECKING:  # python-can is imported late: see firmware_agent.decode.startup
+    import can
 
 #: How many malformed line numbers a reader remembers for the report.
 MALFORMED_EXAMPLES = 5
@@ -36,6 +39,8 @@ class FrameBatch:
 
     def message(self, row: int) -> can.Message:
         """Row `row` as a python-can message (for tests and the per-frame path)."""
+        import can
+
         return can.Message(
             timestamp=float(self.timestamp[row]),
             channel=self.channels[self.channel[row]],
