@@ -51,7 +51,7 @@ def decode_captures(
     for path in paths:
         capture = open_capture(path, strict=options.strict)
         frames_before = 0
-        for batch in capture if os.environ.get("NOTHREAD") else _prefetch(capture):
+        for batch in _prefetch(capture):
             result = decoder.decode(batch)
             if options.strict:
                 _fail_on_decode_errors(capture.name, batch, result.skipped, frames_before)
