@@ -17,7 +17,7 @@ from typing import TextIO, TypeVar
 
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.readers import open_capture
-from firmware_agent.decode.readers.frames import FrameBatch
+from firmware_agent.decode.readers.frames import FrameBatch, rebatched
 from firmware_agent.decode.summary import Summary
 from firmware_agent.decode.vectorised import DecodedGroup, VectorDecoder
 from firmware_agent.decode.writers import RecordWriter
@@ -35,6 +35,8 @@ class DecodeOptions:
     messages: set[str] | None = None
     signals: set[str] | None = None
     strict: bool = False
+    #: frames per decoded batch; bounds memory (about 100 bytes per frame in flight)
+    batch_frames: int = 200_000
     progress: Callable[[str, int | None, int | None, int], None] | None = None
     malformed: list[str] = field(default_factory=list)
 
@@ -51,7 +53,8 @@ def decode_captures(
     for path in paths:
         capture = open_capture(path, strict=options.strict)
         frames_before = 0
-        for batch in _prefetch(capture):
+        # parsed in small blocks (cache-friendly), decoded in large batches (fewer per-message steps)
+        for batch in _prefetch(rebatched(capture, options.batch_frames)):
             result = decoder.decode(batch)
             if options.strict:
                 _fail_on_decode_errors(capture.name, batch, result.skipped, frames_before)

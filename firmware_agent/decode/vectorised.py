@@ -213,12 +213,13 @@ class _CompiledLayout:
         failed = np.zeros(count, np.uint8)  # 0 ok, else index into _REASONS
         columns: dict[str, SignalColumn] = {}
         self._decode_node(self.layout.root, np.arange(count), words, decode_choices, columns, failed, count)
+        all_kept = not failed.any()
         keep = failed == 0
-        for code in np.unique(failed[~keep]).tolist():
-            hit = failed == code
-            failures[_REASONS[code]] = (int(hit.sum()), int(rows[hit][0]))
+        if not all_kept:
+            for code in np.unique(failed[~keep]).tolist():
+                hit = failed == code
+                failures[_REASONS[code]] = (int(hit.sum()), int(rows[hit][0]))
         signals: dict[str, SignalColumn] = {}
-        all_kept = bool(keep.all())
         for name in self.order:
             column = columns.get(name)
             if column is None:

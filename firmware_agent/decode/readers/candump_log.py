@@ -164,17 +164,18 @@ class CandumpLogReader:
             fast.length[row] = len(frame.data)
             data[row, : len(frame.data)] = np.frombuffer(frame.data, np.uint8)
             data[row, len(frame.data) :] = 0
+        select = slice(None) if keep.all() else keep  # usually every line is a frame: no copies
         return FrameBatch(
-            timestamp=fast.timestamp[keep],
-            channel=channel[keep],
+            timestamp=fast.timestamp[select],
+            channel=channel[select],
             channels=channel_names,
-            arbitration_id=fast.arbitration_id[keep],
-            is_extended=fast.is_extended[keep],
-            is_fd=fast.is_fd[keep],
-            is_remote=fast.is_remote[keep],
-            is_error=fast.is_error[keep],
-            length=fast.length[keep],
-            data=data[keep],
+            arbitration_id=fast.arbitration_id[select],
+            is_extended=fast.is_extended[select],
+            is_fd=fast.is_fd[select],
+            is_remote=fast.is_remote[select],
+            is_error=fast.is_error[select],
+            length=fast.length[select],
+            data=data[select],
         )
 
 
@@ -244,9 +245,8 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
     # ' CHANNEL ID#'
     ok &= line[:, _CLOSE + 1] == 32
     after = line[:, _CHANNEL : _CHANNEL + 32]
-    channel_length = _first_per_row(after[:, :16] == 32)  # names up to 15 characters here
-    hash_offset = _first_per_row(after == ord("#"))
-    id_length = hash_offset - channel_length - 1
+    channel_length, id_length = _field_lengths(after)
+    hash_offset = channel_length + 1 + id_length
     ok &= (channel_length >= 1) & (id_length >= 1) & (id_length <= 8)
     hash_at = close + 2 + hash_offset
 
@@ -290,6 +290,32 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
         length=length,
         data=data,
     )
+
+
+def _field_lengths(after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths of 'CHANNEL' and 'ID' in rows starting 'CHANNEL ID#'.
+
+    A capture mostly repeats a few channel names and uses 3- or 8-digit IDs, so the first row's
+    channel length is tried for every row first; only rows that do not fit are searched.
+    """
+    count = len(after)
+    channel_length = np.full(count, -1, np.int64)
+    id_length = np.full(count, -1, np.int64)
+    if not count:
+        return channel_length, id_length
+    first = bytes(after[0, :16]).find(b" ")
+    if first > 0:
+        fits = (after[:, first] == 32) & ~np.any(after[:, :first] == 32, axis=1)
+        for digits in (3, 8):
+            found = fits & (after[:, first + 1 + digits] == ord("#")) & (id_length < 0)
+            id_length[found] = digits
+        channel_length[id_length > 0] = first
+    rest = np.flatnonzero(id_length < 0)
+    if len(rest):
+        searched = after[rest]
+        channel_length[rest] = _first_per_row(searched[:, :16] == 32)  # names up to 15 characters here
+        id_length[rest] = _first_per_row(searched == ord("#")) - channel_length[rest] - 1
+    return channel_length, id_length
 
 
 def _any_per_row(flags: np.ndarray) -> np.ndarray:
@@ -357,8 +383,15 @@ def _long_payloads(
 
 def _channel_codes(text: np.ndarray, length: np.ndarray, ok: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Number the distinct channel names (few per capture) without sorting every row."""
-    masked = np.where(np.arange(16) < length[:, None], text, np.uint8(0))
-    words = masked.view("<u8")  # two 64-bit words per name
+    if ok.any() and (length[ok] == length[ok][0]).all() and length[ok][0] <= 8:
+        # one name length up to 8 bytes (can0, can1, vcan0): one masked 64-bit word per row
+        size = int(length[ok][0])
+        word = np.ascontiguousarray(text[:, :8]).view("<u8").ravel() & np.uint64((1 << (8 * size)) - 1)
+        words = np.stack([word, np.zeros_like(word)], axis=1)
+        masked = text
+    else:
+        masked = np.where(np.arange(16) < length[:, None], text, np.uint8(0))
+        words = masked.view("<u8")  # two 64-bit words per name
     codes = np.zeros(len(text), np.int32)
     pending = ok.copy()
     names: list[str] = []

@@ -109,3 +109,52 @@ def chunked(messages: Iterable[can.Message], chunk_size: int) -> Iterable[FrameB
             pending = []
     if pending:
         yield batch_from_messages(pending)
+
+
+def concatenate(batches: Sequence[FrameBatch]) -> FrameBatch:
+    """One batch holding `batches` in order (channel indices renumbered onto one list of names)."""
+    if len(batches) == 1:
+        return batches[0]
+    names: list[str] = []
+    channels = []
+    for batch in batches:
+        mapping = np.array([_index(names, name) for name in batch.channels] or [0], np.int32)
+        channels.append(mapping[batch.channel])
+    width = max(batch.data.shape[1] for batch in batches)
+    data = np.zeros((sum(len(batch) for batch in batches), width), np.uint8)
+    start = 0
+    for batch in batches:
+        data[start : start + len(batch), : batch.data.shape[1]] = batch.data
+        start += len(batch)
+    return FrameBatch(
+        timestamp=np.concatenate([batch.timestamp for batch in batches]),
+        channel=np.concatenate(channels),
+        channels=names,
+        arbitration_id=np.concatenate([batch.arbitration_id for batch in batches]),
+        is_extended=np.concatenate([batch.is_extended for batch in batches]),
+        is_fd=np.concatenate([batch.is_fd for batch in batches]),
+        is_remote=np.concatenate([batch.is_remote for batch in batches]),
+        is_error=np.concatenate([batch.is_error for batch in batches]),
+        length=np.concatenate([batch.length for batch in batches]),
+        data=data,
+    )
+
+
+def _index(names: list[str], name: str) -> int:
+    if name not in names:
+        names.append(name)
+    return names.index(name)
+
+
+def rebatched(batches: Iterable[FrameBatch], min_frames: int) -> Iterable[FrameBatch]:
+    """Join consecutive small batches until each holds at least `min_frames` (the last may hold fewer)."""
+    pending: list[FrameBatch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += len(batch)
+        if count >= min_frames:
+            yield concatenate(pending)
+            pending, count = [], 0
+    if pending:
+        yield concatenate(pending)
