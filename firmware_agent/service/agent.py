@@ -46,7 +46,8 @@ from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
 from firmware_agent.values import Batch, Event
 from firmware_agent.vss import VssMap
 
-#: How often (data-clock seconds) the collector is polled for finished batches.
+#: How often (wall-clock seconds) the collector is polled for finished batches. Wall clock, because the
+#: data clock of a replay may start years before the agent did.
 POLL_INTERVAL = 0.1
 #: Chunks processed back to back before the loop looks at events, polls and heartbeats again.
 CHUNKS_PER_TURN = 64
@@ -337,9 +338,11 @@ class Agent:
             if event.kind == "bus_gap":
                 self.decoder.reset_bus(str(event.detail.get("bus")))
             self.collector.add_event(event)
-        now = self.now()
-        if now >= self._next_poll:
-            self._next_poll = now + POLL_INTERVAL
+        if time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + POLL_INTERVAL
+            # Before the first frame there is no data clock yet: cut nothing by time (a replay's clock
+            # may lie years before the wall clock the collector would otherwise anchor on).
+            now = self.now() if self._last_frame_time is not None else None
             self._commit(self.collector.poll(now))
 
     def _data_ended(self) -> bool:

@@ -286,7 +286,7 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         raise file.fail("e2e", str(exc)) from exc
     chunk_frames = file.number("pipeline.chunk_frames", 256, 1, integer=True)
     reader = ReaderSettings(
-        max_frames=file.number("pipeline.queue_frames", 65536, chunk_frames, integer=True),
+        max_frames=file.number("pipeline.queue_frames", 16384, chunk_frames, integer=True),
         chunk_frames=chunk_frames,
         backoff_initial=file.number("pipeline.backoff_initial", 0.1, 0.001),
         backoff_max=file.number("pipeline.backoff_max", 5.0, 0.001),

@@ -39,7 +39,7 @@ Chunk = list[can.Message]
 class ReaderSettings:
     """Queue and retry tuning, from the `[pipeline]` section of the configuration."""
 
-    max_frames: int = 65536
+    max_frames: int = 16384
     chunk_frames: int = 256
     chunk_seconds: float = 0.02
     backoff_initial: float = 0.1

@@ -8,18 +8,21 @@ Frames keep the channel names the capture gives them (`can0`, `1`, ...) unless t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import can
 
 from firmware_agent.decode.readers import detect_format, open_capture
+from firmware_agent.decode.readers.candump_log import CandumpLogReader
+from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
 from firmware_agent.sources.base import EndOfSource, Source
 from firmware_agent.sources.spec import SourceSpec
 
-#: Frames the capture reader decodes at a time (bounded memory for any capture size).
-CHUNK_FRAMES = 20_000
+#: Frames (python-can formats) or bytes (candump -L) the capture reader takes at a time: bounded memory.
+CHUNK_FRAMES = 5_000
+BLOCK_BYTES = 256 << 10
 
 
 class ReplaySource(Source):
@@ -57,7 +60,7 @@ class ReplaySource(Source):
         started = time.monotonic()
         for _ in range(self.loops):
             last = first if first is not None else 0.0
-            for frame in _frames_of(self.path):
+            for frame in _frames_of(self.path, self.format_name):
                 if first is None:
                     first = last = frame.timestamp
                 last = max(last, frame.timestamp)
@@ -91,9 +94,20 @@ class ReplaySource(Source):
         self._frames = None
 
 
-def _frames_of(path: Path) -> Iterator[can.Message]:
-    """Every frame of a capture, in capture order, read in chunks."""
-    for batch in open_capture(str(path), chunk_size=CHUNK_FRAMES):
+def _frames_of(path: Path, format_name: str) -> Iterator[can.Message]:
+    """Every frame of a capture, in capture order, read in small chunks."""
+    with path.open("rb") as raw:
+        plain_candump = format_name == "candump -L" and raw.read(2) != b"\x1f\x8b"
+    if plain_candump:
+        # The vectorised reader with small blocks: a few MB of RSS instead of ~25 MB with decode's default.
+        with path.open("rb") as stream:
+            yield from _rows(CandumpLogReader(stream, str(path), ReadStats(), block_bytes=BLOCK_BYTES))
+    else:
+        yield from _rows(open_capture(str(path), chunk_size=CHUNK_FRAMES))
+
+
+def _rows(batches: Iterable[FrameBatch]) -> Iterator[can.Message]:
+    for batch in batches:
         message = batch.message
         for row in range(len(batch)):
             yield message(row)

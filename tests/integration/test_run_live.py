@@ -113,3 +113,31 @@ def test_live_virtual_bus_with_identity_hooks_and_clean_stop(mosquitto: Mosquitt
     assert last.counters["e2e.e2e_dropped"] == 0
     assert heartbeats and heartbeats[-1]["buses"]["powertrain"]["frames_in"] == 300
     assert heartbeats[-1]["outbox_pending"] == 0
+
+
+def test_replayed_batches_leave_while_the_replay_runs(
+    mosquitto: Mosquitto, tmp_path: Path, rav4_capture: Path, rav4_dbc_specs: list[str]
+) -> None:
+    """Batches are cut on the capture's clock (2018) as it goes, not all at the end of the replay."""
+    generate_private_key(tmp_path / "key.pem")
+    config = AgentConfig(
+        vehicle_id=VEHICLE,
+        sources=(SourceSpec.parse(f"replay:{rav4_capture}?speed=10"),),  # 60 s of driving in 6 s
+        broker=BrokerSettings(url=mosquitto.url),
+        signing_key=tmp_path / "key.pem",
+        state_dir=tmp_path / "state",
+        dbc=tuple(rav4_dbc_specs),
+        collect="all",
+        exit_at_end=True,
+    )
+    agent = Agent(config)
+    status: list[int] = []
+    runner = threading.Thread(target=lambda: status.append(agent.run(threading.Event())))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while agent.uploader.counters()["acknowledged"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert agent.uploader.counters()["acknowledged"] > 0
+    assert not agent.readers[0].done.is_set(), "the first batch was only sent after the whole replay"
+    runner.join(60)
+    assert status == [0]
