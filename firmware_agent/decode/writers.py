@@ -102,10 +102,18 @@ class ParquetWriter:
     column per signal in DBC order holding the physical value (int64 where cantools gives integers, else
     float64; null in rows whose multiplexer value does not carry the signal) and, for signals with a value
     table, `SIGNAL_label` with the name (dictionary-encoded; null where the value has no name).
-    Rows are buffered per message and written in row groups of `row_group_rows`.
+    Rows are buffered per message and written in row groups of `row_group_rows`; when all messages
+    together hold more than `max_buffered_rows`, the fullest buffers are written early (smaller row
+    groups, bounded memory).
     """
 
-    def __init__(self, folder: Path, decode_choices: bool = True, row_group_rows: int = 65_536) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        decode_choices: bool = True,
+        row_group_rows: int = 65_536,
+        max_buffered_rows: int = 262_144,
+    ) -> None:
         try:
             import pyarrow
             import pyarrow.parquet  # noqa: F401
@@ -120,6 +128,8 @@ class ParquetWriter:
         self.folder = folder
         self.decode_choices = decode_choices
         self.row_group_rows = row_group_rows
+        self.max_buffered_rows = max_buffered_rows
+        self._buffered = 0
         self._tables: dict[tuple[str, str], _MessageTable] = {}
 
     def write(self, groups: list[DecodedGroup]) -> None:
@@ -133,7 +143,16 @@ class ParquetWriter:
                     self.folder / name, group.message, self.decode_choices
                 )
             table.add(group)
+            self._buffered += len(group.rows)
             if table.buffered >= self.row_group_rows:
+                self._buffered -= table.buffered
+                table.flush()
+        if self._buffered > self.max_buffered_rows:
+            # bound memory across all messages: write the fullest buffers until half the budget is free
+            for table in sorted(self._tables.values(), key=lambda t: t.buffered, reverse=True):
+                if self._buffered <= self.max_buffered_rows // 2:
+                    break
+                self._buffered -= table.buffered
                 table.flush()
 
     def close(self) -> None:
