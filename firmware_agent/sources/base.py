@@ -96,8 +96,9 @@ class BusSource(Source):
         if bus is None:
             raise can.CanOperationError(f"{self.name}: bus is not open")
         frame = bus.recv(timeout)
-        if frame is not None and self.spec.bus is not None:
-            frame.channel = self.spec.bus
+        channel = self.channel
+        if frame is not None and channel is not None:
+            frame.channel = channel
         return frame
 
     def close(self) -> None:

@@ -44,10 +44,3 @@ class SlcanSource(BusSource):
             tty_baudrate=self.tty_baudrate,
             sleep_after_open=0.5,
         )
-
-    def read(self, timeout: float) -> can.Message | None:
-        """Receive one frame, stamped with this source's channel name."""
-        frame = super().read(timeout)
-        if frame is not None:
-            frame.channel = self.channel
-        return frame

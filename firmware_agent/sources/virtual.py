@@ -21,10 +21,3 @@ class VirtualSource(BusSource):
     def channel(self) -> str:
         """The virtual channel name unless a bus name is given."""
         return self.spec.bus or self.spec.arg
-
-    def read(self, timeout: float) -> can.Message | None:
-        """Receive one frame, stamped with this source's channel name."""
-        frame = super().read(timeout)
-        if frame is not None:
-            frame.channel = self.channel
-        return frame
