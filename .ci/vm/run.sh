@@ -41,7 +41,7 @@ cd $(sh_quote "$repo")
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/run/vm-tmp HOME=/run/vm-home LANG=C.UTF-8
 export PATH=$(sh_quote "$repo/.venv/bin"):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p "\$TMPDIR" "\$HOME"
-exec .venv/bin/python -m pytest -p no:cacheprovider --color=no -m vcan$quoted_args
+exec .venv/bin/python -m pytest -p no:cacheprovider -p tests.vm.vm_plugin --color=no -m vcan$quoted_args
 EOF
 
 echo "vm-run: booting the VM (TCG, timeout ${timeout_s}s); console log in $log" >&2
