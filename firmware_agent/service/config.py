@@ -243,7 +243,9 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         try:
             sources.append(SourceSpec.parse(text))
         except UserError as exc:
-            raise (flags if overrides.sources else file).fail("sources", str(exc)) from exc
+            if overrides.sources:
+                raise flags.fail("--source", str(exc)) from exc
+            raise file.fail("sources", str(exc)) from exc
 
     dbc = overrides.dbc or [_relative_dbc(spec, base) for spec in file.texts("dbc")] or default_dbc_specs()
     collect = overrides.collect or file.text("collect") or "all"
