@@ -35,10 +35,9 @@ test-vcan: $(STAMP) sysdeps
 ## test: everything CI runs: lint, the host suite, then the SocketCAN suite inside the QEMU VM
 test: lint test-unit test-vcan
 
-## demo: decode a simulated drive of our own vehicle and print the summary table
-demo: $(STAMP)
-	@mkdir -p out
-	$(BIN)/firmware-agent decode dbc/sample-drive.log --summary
+## demo: simulate a drive, decode it, run the agent on it against a local mosquitto, verify what arrived
+demo: $(STAMP) sysdeps
+	bash .ci/demo.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,9 @@ def _do_verify(args: argparse.Namespace) -> int:
             samples = SampleWriter(_open_output(args.output, stack), args.format)
         saver = DumpWriter(_open_output(args.save, stack, "a")) if args.save else None
         if args.broker:
+            # A subscriber in the background of a script is stopped with SIGTERM (SIGINT is ignored
+            # there): report what arrived, like on Ctrl-C.
+            signal.signal(signal.SIGTERM, _interrupt)
             messages = _from_broker(args, stack)
         else:
             messages = (item for path in args.inputs for item in read_dump(path))
@@ -132,6 +136,10 @@ def _do_verify(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if verifier.problems else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _from_broker(args: argparse.Namespace, stack: contextlib.ExitStack) -> Iterator[tuple[str, bytes, str]]:
