@@ -48,6 +48,8 @@ def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Data
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
+        if path.suffix.lower() == ".dbc":
+            return _load_dbc(path, warn)
         return _as_can_database(path, cantools.database.load_file(str(path), strict=True))
     except (cantools.database.UnsupportedDatabaseFormatError, ValueError, KeyError) as strict_error:
         try:
@@ -65,6 +67,21 @@ def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Data
         raise UserError(f"{path}: {exc.strerror or exc}") from exc
     except Exception as exc:
         raise UserError(_describe_load_error(path, exc)) from exc
+
+
+def _load_dbc(path: Path, warn: Callable[[str], None] | None) -> Database:
+    # For DBC files strictness is only checked per message (signals that overlap or do not fit), so
+    # one non-strict parse plus that check per message gives the same result as a strict load with a
+    # fallback, without parsing the file twice.
+    database = _as_can_database(path, cantools.database.load_file(str(path), strict=False))
+    for message in database.messages:
+        try:
+            message.refresh(strict=True)
+        except cantools.database.Error as strict_error:
+            if warn is not None:
+                warn(f"{path}: loaded with strict=False ({strict_error})")
+            break
+    return database
 
 
 def _as_can_database(path: Path, database: object) -> Database:
