@@ -10,6 +10,7 @@ from typing import Any
 
 import can
 import pytest
+from can.interfaces.socketcan import SocketcanBus
 
 #: Generous bound for anything that should happen "soon": emulated (TCG) Python is 10-20x slower.
 WAIT_S = 30.0
@@ -24,11 +25,11 @@ def frame_of(msg: can.Message) -> Frame:
     return (msg.arbitration_id, msg.is_extended_id, bytes(msg.data))
 
 
-def open_bus(channel: str, **kwargs: Any) -> can.BusABC:
-    return can.Bus(interface="socketcan", channel=channel, **kwargs)
+def open_bus(channel: str, **kwargs: Any) -> SocketcanBus:
+    return SocketcanBus(channel=channel, **kwargs)
 
 
-def hold_everything(bus: can.BusABC) -> None:
+def hold_everything(bus: SocketcanBus) -> None:
     """vcan drops nothing, but a socket's receive queue does when full: make it hold a whole replay."""
     bus.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 * 1024 * 1024)
 
@@ -51,7 +52,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 def drain(bus: can.BusABC, idle_s: float = 2.0) -> list[can.Message]:
     """Every message queued on `bus`, until none arrives for `idle_s`."""
-    received = []
+    received: list[can.Message] = []
     while (msg := bus.recv(timeout=idle_s)) is not None:
         received.append(msg)
     return received

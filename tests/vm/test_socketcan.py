@@ -17,6 +17,7 @@ from pathlib import Path
 
 import can
 import pytest
+from can.interfaces.socketcan import SocketcanBus
 from can.interfaces.socketcan.socketcan import capture_message
 
 from firmware_agent.decode.catalog import Catalog
@@ -227,7 +228,7 @@ def deep_backlog() -> Iterator[None]:
     setting.write_text(default)
 
 
-def _receive_queued(bus: can.BusABC, idle_s: float = 2.0) -> list[Frame]:
+def _receive_queued(bus: SocketcanBus, idle_s: float = 2.0) -> list[Frame]:
     """Every frame queued on a socketcan bus, until none arrives for `idle_s`.
 
     python-can's own frame parser on the bus's socket: its `recv()` adds a select() per frame, which
@@ -235,14 +236,16 @@ def _receive_queued(bus: can.BusABC, idle_s: float = 2.0) -> list[Frame]:
     """
     sock = bus.socket
     sock.settimeout(idle_s)
-    frames = []
+    frames: list[Frame] = []
     while True:
         try:
-            frames.append(frame_of(capture_message(sock)))
+            msg = capture_message(sock)
         except can.CanOperationError as error:
             if isinstance(error.__cause__, TimeoutError):
                 return frames
             raise
+        if msg is not None:
+            frames.append(frame_of(msg))
 
 
 @pytest.mark.usefixtures("deep_backlog")

@@ -7,4 +7,4 @@ here; an accidental use fails loudly with ModuleNotFoundError instead of passing
 
 import sys
 
-sys.modules.setdefault("asammdf", None)
+sys.modules.setdefault("asammdf", None)  # type: ignore[arg-type]
