@@ -201,7 +201,7 @@ _WINDOW = 64
 _STAMP_COLUMNS = np.r_[1:11, 12:18]
 #: Window columns when aligned so that '#' after the identifier sits at `_HASH`.
 _HASH = 8
-_PAD = 2 * _WINDOW
+_FRAME_WINDOW = 32
 _RT = np.frombuffer(b"RrTt", np.uint8)
 _ZERO = np.uint8(48)
 
@@ -214,12 +214,17 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
     `binascii.unhexlify`.
     """
     count = len(starts)
-    buf = np.frombuffer(block + bytes(_PAD), np.uint8)
+    if len(block) < _WINDOW:
+        block += bytes(_WINDOW)  # the last windows must exist (tail lines are sent to the slow path)
+    buf = np.frombuffer(block, np.uint8)
     windows = sliding_window_view(buf, _WINDOW)
+    frames = sliding_window_view(buf, _FRAME_WINDOW)
+    last_window = len(buf) - _WINDOW
+    last_byte = len(buf) - 1
 
     # Align each line's window on its ')': candump writes ten integer digits, python-can fewer.
     close = starts + _CLOSE
-    elsewhere = np.flatnonzero(buf[close] != ord(")"))
+    elsewhere = np.flatnonzero(buf[np.minimum(close, last_byte)] != ord(")"))
     if len(elsewhere):
         closings = np.flatnonzero(buf == ord(")"))
         close[elsewhere] = np.append(closings, len(buf) - _WINDOW)[
@@ -227,7 +232,8 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
         ]
     close_offset = close - starts
     ok = (buf[starts] == ord("(")) & (close_offset >= 9) & (close_offset <= _CLOSE) & (close < ends)
-    line = windows[np.maximum(close - _CLOSE, 0)]
+    ok &= close - _CLOSE <= last_window
+    line = windows[np.clip(close - _CLOSE, 0, last_window)]
 
     # (SECONDS.MICROS): the exact count of microseconds (below 2**53) divided by 1e6 is one correctly
     # rounded division, so it is the same double as float(text).
@@ -236,8 +242,8 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
     if len(short):
         hidden = np.arange(10) < (_CLOSE + 1 - close_offset[short])[:, None]
         digits[short, :10] = np.where(hidden, _ZERO, digits[short, :10])
-    ok &= (line[:, 11] == ord(".")) & ~_any_per_row((digits - _ZERO) > 9)
-    words = _decimal8(digits)
+    words, digits_ok = _decimal8(digits)
+    ok &= (line[:, 11] == ord(".")) & digits_ok
     micros = words[:, 0] * np.uint64(100_000_000) + words[:, 1]
     ok &= micros < np.uint64(1 << 53)
     timestamp = micros.astype(np.float64) / 1e6
@@ -251,24 +257,32 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
     hash_at = close + 2 + hash_offset
 
     # 'ID#DATA' or 'ID##FDATA', optionally followed by ' R' or ' T'
-    frame = windows[np.where(ok, hash_at - _HASH, 0)]
+    ok &= hash_at - _HASH <= last_window
+    frame = frames[np.where(ok, hash_at - _HASH, 0)]
     id_text = np.where(np.arange(_HASH) >= (_HASH - id_length)[:, None], frame[:, :_HASH], _ZERO)
     raw_id, id_ok = _unhex(id_text)
     ok &= id_ok
     raw_id = raw_id.view(">u4").ravel().astype(np.uint32)
     is_fd = frame[:, _HASH + 1] == ord("#")
     ok &= ~is_fd | (_HEX[frame[:, _HASH + 2]] < 16)
-    data_start = hash_at + np.where(is_fd, 3, 1)
+    any_fd = bool(is_fd.any())
+    data_start = hash_at + np.where(is_fd, 3, 1) if any_fd else hash_at + 1
     trailer = (buf[np.maximum(ends - 2, 0)] == 32) & np.isin(buf[np.maximum(ends - 1, 0)], _RT)
     characters = ends - np.where(trailer, 2, 0) - data_start
     ok &= (characters >= 0) & (characters % 2 == 0) & (characters <= 128)
-    first = buf[data_start]
+    first = buf[np.minimum(data_start, last_byte)]
     ok &= ~(((first == ord("R")) | (first == ord("r"))) & (characters > 0))  # remote frames: slow path
     length = np.where(ok, characters // 2, 0).astype(np.int16)
 
     # payload: up to 8 bytes from the aligned window, longer CAN FD payloads gathered on their own
-    hex_text = np.where(is_fd[:, None], frame[:, _HASH + 3 : _HASH + 19], frame[:, _HASH + 1 : _HASH + 17])
-    hex_text = np.where(np.arange(16) < 2 * np.minimum(length, 8)[:, None], hex_text, _ZERO)
+    if any_fd:
+        hex_text = np.where(
+            is_fd[:, None], frame[:, _HASH + 3 : _HASH + 19], frame[:, _HASH + 1 : _HASH + 17]
+        )
+    else:
+        hex_text = frame[:, _HASH + 1 : _HASH + 17].copy()
+    partial = np.flatnonzero(length < 8)  # hide what follows a short payload ('0' is harmless hex)
+    hex_text[partial] = np.where(np.arange(16) < 2 * length[partial, None], hex_text[partial], _ZERO)
     data, data_ok = _unhex(hex_text)
     ok &= data_ok
     long_rows = np.flatnonzero(ok & (length > 8))
@@ -339,12 +353,20 @@ def _first_per_row(flags: np.ndarray) -> np.ndarray:
     return result
 
 
-def _decimal8(digits: np.ndarray) -> np.ndarray:
-    """ASCII decimal digits, eight per 64-bit word (first digit most significant), as numbers."""
-    words = np.ascontiguousarray(digits).view("<u8") - np.uint64(0x3030303030303030)
+def _decimal8(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ASCII decimal digits, eight per 64-bit word (first digit most significant), as numbers.
+
+    Also says per row whether every byte was a digit: a byte below '0' sets its top bit when '0' is
+    subtracted, one above '9' when 0x46 is added, and non-ASCII bytes have it set already.
+    """
+    text = np.ascontiguousarray(digits).view("<u8")
+    words = text - np.uint64(0x3030303030303030)
+    high = np.uint64(0x8080808080808080)
+    invalid = (text | words | (text + np.uint64(0x4646464646464646))) & high
+    valid = (invalid[:, 0] | invalid[:, 1]) == 0  # two words: the 16 digits of a timestamp
     words = (words * np.uint64(10) + (words >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
     words = (words * np.uint64(100) + (words >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
-    return (words * np.uint64(10000) + (words >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    return (words * np.uint64(10000) + (words >> np.uint64(32))) & np.uint64(0xFFFFFFFF), valid
 
 
 def _unhex(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
