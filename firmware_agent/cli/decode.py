@@ -38,7 +38,9 @@ def add_subparser(subparsers: Any) -> None:
     )
     parser.add_argument("--format", choices=FORMATS, help="output format (default jsonl)")
     parser.add_argument("--summary", action="store_true", help="print a table per message instead of records")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    parser.add_argument(
+        "-o", "--output", metavar="PATH", help="write to PATH instead of stdout (a folder for parquet)"
+    )
     parser.add_argument("--message", action="append", metavar="NAME", help="only this message (repeatable)")
     parser.add_argument(
         "--signal",

@@ -91,6 +91,18 @@ def test_channel_binding_and_filters(
     assert out == ""
 
 
+def test_repeated_dbc_for_one_channel_merges(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, motohawk: Path, shared_data: Path
+) -> None:
+    path = tmp_path / "two.log"
+    path.write_bytes(b"(1.000000) can0 1F0#C001400000000000\n(1.000001) can0 000#0100000000000000\n")
+    choices = shared_data / "dbc" / "cantools__choices.dbc"
+    _, out, _ = _run(capsys, str(path), "--dbc", f"can0={motohawk}", "--dbc", f"can0={choices}")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["message"] for r in records] == ["ExampleMessage", "Foo"]
+    assert records[1]["signals"] == {"Foo": "#%=*ä'"}
+
+
 def test_csv_output(
     capsys: pytest.CaptureFixture[str], capture: Path, motohawk: Path, tmp_path: Path
 ) -> None:
