@@ -14,6 +14,8 @@ Public API (stable; the agent pipeline builds on it):
   multiplexer value, a layout cantools cannot unpack, a value cantools cannot convert (NaN choice key).
 - `FrameDecoder(catalog, decode_choices=True)` with `.decode(frame: can.Message)` returning
   `(cantools Message, signals)` or None; why frames were skipped is counted in `FrameDecoder.skips`.
+  `.compiled_for(channel, frame_id, is_extended)` gives the cached `CompiledMessage` (or None) for
+  callers that keep their own per-frame plans (the agent pipeline does).
 """
 
 from __future__ import annotations

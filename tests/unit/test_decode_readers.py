@@ -46,6 +46,26 @@ def test_python_can_formats_read_like_python_can(path: Path) -> None:
         _same_frame(mine, reference)
 
 
+@pytest.mark.parametrize(("suffix", "writer"), [(".csv", "CSVWriter"), (".db", "SqliteWriter")])
+def test_formats_python_can_writes_are_read_back(tmp_path: Path, suffix: str, writer: str) -> None:
+    path = tmp_path / f"capture{suffix}"
+    written = [
+        can.Message(
+            timestamp=1.5 + i, arbitration_id=0x100 + i, is_extended_id=i % 2 == 1, data=bytes([i] * (i % 9))
+        )
+        for i in range(20)
+    ]
+    with getattr(can, writer)(str(path)) as log:
+        for message in written:
+            log.on_message_received(message)
+    capture = open_capture(str(path))
+    assert capture.format_name == {".csv": "CSV", ".db": "SQLite"}[suffix]
+    ours = _frames(list(capture))
+    assert [(m.timestamp, m.arbitration_id, m.is_extended_id, bytes(m.data)) for m in ours] == [
+        (m.timestamp, m.arbitration_id, m.is_extended_id, bytes(m.data)) for m in written
+    ]
+
+
 def test_mf4_files_read_like_python_can(shared_data: Path) -> None:
     path = shared_data / "captures" / "css_mf4" / "other_matlab-basics_LOG_11111111_00000012_00000001.MF4"
     capture = open_capture(str(path))
