@@ -15,7 +15,7 @@ from typing import Any
 SignalValue = int | float | str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sample:
     """One signal value at one instant, named by VSS path where mapped, else `Message.Signal`."""
 

@@ -7,8 +7,10 @@ contract says, so that it can be killed with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +82,12 @@ def series_of(payloads: list[Payload]) -> Series:
         for sample in payload.samples():
             series[sample.name].append((round(sample.timestamp, 6), sample.value))
     return {name: sorted(points, key=lambda p: p[0]) for name, points in series.items()}
+
+
+def committed_seq_bound(state_dir: Path) -> int:
+    """The outbox's next sequence number, read straight from its SQLite file (the agent is dead)."""
+    with contextlib.closing(sqlite3.connect(f"file:{state_dir / 'outbox.sqlite3'}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
 
 
 def assert_same_payload_per_seq(payloads: list[Payload]) -> None:
@@ -178,6 +186,8 @@ def test_kill_9_and_restart_loses_nothing_and_reuses_no_seq(
             os.kill(agent.pid, signal.SIGKILL)
             agent.wait()
         before_restart = [first, *receive_all(sub, private, quiet=1.0)]
+        # Everything the killed agent committed, published or not, has a seq below the outbox's next one.
+        killed_run_next_seq = committed_seq_bound(state)
         fast = agent_command(
             broker.url, key_path, state, f"replay:{rav4_capture}", rav4_dbc_specs, "--exit-at-end"
         )
@@ -188,9 +198,10 @@ def test_kill_9_and_restart_loses_nothing_and_reuses_no_seq(
     assert_same_payload_per_seq(payloads)
     seqs = {p.seq for p in payloads}
     assert seqs == set(range(max(seqs) + 1)), "a committed batch was lost or a seq skipped"
-    killed_run_max = max(p.seq for p in before_restart)
-    # The restarted agent replays the whole capture again under new sequence numbers.
-    second_run = [p for p in after_restart if p.seq > killed_run_max]
+    assert max(p.seq for p in before_restart) < killed_run_next_seq
+    # The restarted agent first delivers what the killed one had committed, then replays the whole capture
+    # again under new sequence numbers.
+    second_run = [p for p in after_restart if p.seq >= killed_run_next_seq]
     assert series_of(second_run) == rav4_expected
 
 
