@@ -41,6 +41,8 @@ demo: $(STAMP) sysdeps
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/collect.py
 
 clean:
 	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache
