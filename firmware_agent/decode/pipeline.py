@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
 from firmware_agent.decode.catalog import Catalog
+from firmware_agent.decode.compiled import SKIP_INVALID_VALUE, SKIP_TOO_SHORT, SKIP_UNDEFINED_MUX, SKIP_UNPACK
 from firmware_agent.decode.readers import open_capture
 from firmware_agent.decode.readers.frames import FrameBatch, rebatched
 from firmware_agent.decode.summary import Summary
-from firmware_agent.decode.vectorised import DecodedGroup, VectorDecoder
+from firmware_agent.decode.vectorised import DecodedGroup, Skipped, VectorDecoder
 from firmware_agent.decode.writers import RecordWriter
 from firmware_agent.errors import UserError
 
 T = TypeVar("T")
-_SKIPS_FATAL_WHEN_STRICT = {"too short", "undefined multiplexer value", "signals do not fit the message"}
+#: Skips that `--strict` turns into errors (unknown IDs, remote and error frames stay counted).
+_SKIPS_FATAL_WHEN_STRICT = {SKIP_TOO_SHORT, SKIP_UNDEFINED_MUX, SKIP_UNPACK, SKIP_INVALID_VALUE}
 
 
 @dataclass
@@ -73,7 +75,7 @@ def decode_captures(
             )
 
 
-def _fail_on_decode_errors(name: str, batch: FrameBatch, skipped: list, frames_before: int) -> None:
+def _fail_on_decode_errors(name: str, batch: FrameBatch, skipped: list[Skipped], frames_before: int) -> None:
     for skip in skipped:
         if skip.reason in _SKIPS_FATAL_WHEN_STRICT:
             frame = batch.message(skip.first_row)

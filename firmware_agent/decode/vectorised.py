@@ -11,6 +11,7 @@ group and reported in `BatchResult.skipped`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -361,7 +362,7 @@ def _scale(number: np.ndarray, signal: SignalLayout) -> np.ndarray:
 
 
 def _mux_numbers(
-    number: np.ndarray, signal: SignalLayout, choice_numbers: dict[int, int] | object
+    number: np.ndarray, signal: SignalLayout, choice_numbers: Mapping[int, int]
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The multiplexer number cantools derives per row (a choice's number, else int(scaled value))."""
     scaled = _scale(number, signal)
@@ -374,7 +375,6 @@ def _mux_numbers(
     else:
         result = scaled.astype(np.int64)
     if choice_numbers:
-        assert isinstance(choice_numbers, dict)
         raw = number if number.dtype.kind != "f" else np.trunc(np.where(np.isfinite(number), number, 0.0))
         for key, value in choice_numbers.items():
             result = np.where(raw == key, value, result)

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
+import numpy as np
+
 from firmware_agent.decode.readers.candump_log import Frame
 from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.decode.readers.text import LineBlocks
@@ -101,8 +103,6 @@ class CandumpConsoleReader:
 
 def batch_from_frames(frames: list[Frame]) -> FrameBatch:
     """Pack parsed line frames into a `FrameBatch`."""
-    import numpy as np
-
     names: dict[str, int] = {}
     width = max(1, max(len(f.data) for f in frames))
     data = np.zeros((len(frames), width), np.uint8)

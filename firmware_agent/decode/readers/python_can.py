@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,8 +41,6 @@ class PythonCanReader:
         if self.format_name == "SQLite":
             return reader_class(str(self.path))
         if self._stream is not None:
-            import io
-
             return reader_class(io.TextIOWrapper(self._stream, "utf-8", "replace") if text else self._stream)
         return reader_class(str(self.path))
 
