@@ -6,7 +6,8 @@
 # Usage: .ci/vm/run.sh [PYTEST_ARGS...]     (default: tests/vm; -m vcan is always added)
 # Environment: VM_TIMEOUT seconds before the VM is killed (default 900), VM_MEMORY MiB (2048),
 #              VM_CPUS (2), VM_CAN_INTERFACES number of vcanN interfaces to create (2).
-# The whole console output is kept in .cache/vm/last-run.log.
+# The whole console output is kept in .cache/vm/last-run.log (runs at the same time each write their own
+# log and copy it there when done).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,8 +32,9 @@ quoted_args=""
 for arg in "${pytest_args[@]}"; do quoted_args+=" $(sh_quote "$arg")"; done
 
 job="$(mktemp "$cache/job.XXXXXX")"
-log="$cache/last-run.log"
-trap 'rm -f "$job"' EXIT
+log="$(mktemp "$cache/run.XXXXXX.log")"
+last_log="$cache/last-run.log"
+trap 'cp "$log" "$last_log"; rm -f "$job" "$log"' EXIT
 # The job runs in the chroot as root on a read-only root: no bytecode or pytest cache writes, and
 # temporary files in the VM's tmpfs on /run (a tmpfs on /tmp would hide checkouts under /tmp).
 cat >"$job" <<EOF
@@ -44,7 +46,7 @@ mkdir -p "\$TMPDIR" "\$HOME"
 exec .venv/bin/python -m pytest -p no:cacheprovider -p tests.vm.vm_plugin --color=no -m vcan$quoted_args
 EOF
 
-echo "vm-run: booting the VM (TCG, timeout ${timeout_s}s); console log in $log" >&2
+echo "vm-run: booting the VM (TCG, timeout ${timeout_s}s); console log in $last_log" >&2
 started=$(date +%s)
 set +e
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
@@ -59,9 +61,9 @@ set -e
 elapsed=$(($(date +%s) - started))
 
 if [ "$qemu_status" -eq 124 ] || [ "$qemu_status" -eq 137 ]; then
-    die "the VM did not finish within ${timeout_s}s (set VM_TIMEOUT to allow more); see $log"
+    die "the VM did not finish within ${timeout_s}s (set VM_TIMEOUT to allow more); see $last_log"
 fi
 code="$(grep -a -o '^VM-EXIT-CODE=[0-9]*' "$log" | tail -n1 | cut -d= -f2)"
-[ -n "$code" ] || die "QEMU exited ($qemu_status) without reporting the tests' exit code; see $log"
+[ -n "$code" ] || die "QEMU exited ($qemu_status) without reporting the tests' exit code; see $last_log"
 echo "vm-run: pytest in the VM exited with $code after ${elapsed}s (boot included)" >&2
 exit "$code"
