@@ -170,6 +170,16 @@ def test_strict_makes_malformed_lines_fatal(
     assert err.strip().endswith("drive.log:5: malformed candump line: 'this line is broken'")
 
 
+def test_strict_makes_frames_cantools_refuses_fatal(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, motohawk: Path
+) -> None:
+    path = tmp_path / "short.log"
+    path.write_bytes(b"(1.000000) can0 7FF#11\n(1.000001) can0 1F0#C0014000\n")
+    status, _, err = _run(capsys, str(path), "--dbc", str(motohawk), "--strict")
+    assert status == 2
+    assert "short.log: frame 2 (can0 0x1F0 ExampleMessage at 1.000001): too short" in err
+
+
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [

@@ -90,6 +90,9 @@ def test_candump_log_matches_python_can_on_the_rav4_capture(rav4_capture: Path) 
 ACCEPTED_LINES = [
     b"(1533226487.000018) can0 2E4#BE000000A9 T",
     b"(0.000000) vcan0 001#8d00100100820100",
+    b"(1.000100) vcan0 002#01",
+    b"(123456.000001) vcan0 003#02",
+    b"(987654321.999999) vcan0 004#03",
     b"(12.5) can1 7FF#",
     b"(1700000000.123456789) can0 123#1122",
     b"(1533226487.000100) can0 12345678#DEADBEEF R",

@@ -240,7 +240,7 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
     digits = line[:, _STAMP_COLUMNS]
     short = np.flatnonzero(close_offset < _CLOSE)
     if len(short):
-        hidden = np.arange(10) < (_CLOSE + 1 - close_offset[short])[:, None]
+        hidden = np.arange(10) < (_CLOSE - close_offset[short])[:, None]  # columns left of the first digit
         digits[short, :10] = np.where(hidden, _ZERO, digits[short, :10])
     words, digits_ok = _decimal8(digits)
     ok &= (line[:, 11] == ord(".")) & digits_ok
