@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
 import can
+import numpy as np
 import pytest
 
 from firmware_agent.decode.readers import detect_format, open_capture
 from firmware_agent.decode.readers.candump_console import CandumpConsoleReader
-from firmware_agent.decode.readers.candump_log import CandumpLogReader
+from firmware_agent.decode.readers.candump_log import CandumpLogReader, _parse_fast, parse_line
 from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
 from tests.conftest import SHARED_DATA
@@ -239,3 +241,45 @@ def test_unreadable_files_are_user_errors(tmp_path: Path, content: bytes, messag
 def test_missing_capture_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no such file"):
         open_capture(str(tmp_path / "nope.log"))
+
+
+def test_block_parser_agrees_with_the_per_line_parser_on_random_lines() -> None:
+    # the vectorised path must give, line for line, what the per-line (python-can compatible) parser gives
+    rng = random.Random(7)
+    lines = []
+    for _ in range(3000):
+        seconds = rng.randrange(10 ** rng.randint(1, 10))
+        stamp = f"({seconds}.{rng.randrange(10**6):06d})"
+        channel = rng.choice(["can0", "can1", "vcan12", "c", "averyverylongchannelname", "0"])
+        extended = rng.random() < 0.3
+        frame_id = f"{rng.randrange(1 << (29 if extended else 11)):0{8 if extended else 3}X}"
+        if rng.random() < 0.2:
+            frame_id = frame_id.lower()
+        if rng.random() < 0.2:
+            payload = (
+                "#"
+                + rng.choice("0123456789ABCDEF")
+                + bytes(rng.randrange(256) for _ in range(rng.choice([0, 8, 12, 64]))).hex()
+            )
+        else:
+            payload = bytes(rng.randrange(256) for _ in range(rng.randint(0, 8))).hex().upper()
+        trailer = rng.choice(["", "", " R", " T"])
+        lines.append(f"{stamp} {channel} {frame_id}#{payload}{trailer}".encode())
+    text = b"\n".join(lines) + b"\n"
+    newlines = np.flatnonzero(np.frombuffer(text, np.uint8) == 10)
+    fast = _parse_fast(text, np.concatenate(([0], newlines[:-1] + 1)), newlines)
+    assert fast.ok.mean() > 0.75  # most lines really take the vectorised path
+    frames, stats = _read_log(text)
+    assert stats.malformed == 0
+    expected = [parse_line(line) for line in lines]
+    assert len(frames) == len(expected)
+    for ours, reference in zip(frames, expected, strict=True):
+        assert reference is not None
+        assert (ours.timestamp, ours.channel, ours.arbitration_id, ours.is_extended_id, ours.is_fd) == (
+            reference.timestamp,
+            reference.channel,
+            reference.arbitration_id,
+            reference.is_extended,
+            reference.is_fd,
+        )
+        assert bytes(ours.data) == reference.data
