@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import random
 from pathlib import Path
@@ -283,3 +284,15 @@ def test_block_parser_agrees_with_the_per_line_parser_on_random_lines() -> None:
             reference.is_fd,
         )
         assert bytes(ours.data) == reference.data
+
+
+def test_gzipped_candump_log_reads_like_the_plain_one(tmp_path: Path, rav4_capture: Path) -> None:
+    text = b"".join(rav4_capture.read_bytes().splitlines(keepends=True)[:20_000])
+    plain, packed = tmp_path / "part.log", tmp_path / "part.log.gz"
+    plain.write_bytes(text)
+    packed.write_bytes(gzip.compress(text))
+    assert detect_format(str(packed)) == "candump -L"
+    ours, theirs = _frames(list(open_capture(str(packed)))), _frames(list(open_capture(str(plain))))
+    assert len(ours) == len(theirs) == 20_000
+    for mine, reference in zip(ours, theirs, strict=True):
+        _same_frame(mine, reference)

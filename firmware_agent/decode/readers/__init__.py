@@ -129,6 +129,7 @@ def open_capture(path: str, strict: bool = False, chunk_size: int = DEFAULT_CHUN
         head = raw.read(_HEAD_BYTES)
         compressed = head.startswith(b"\x1f\x8b")
         if compressed:
+            raw.seek(0)
             stream = gzip.open(raw)  # type: ignore[assignment]  # noqa: SIM115
             head = _read_head(stream)
         else:
