@@ -150,9 +150,7 @@ class _Words:
     """The payload rows of a group as 64-bit words, built on demand and kept per byte window."""
 
     def __init__(self, payload: np.ndarray) -> None:
-        _rows, length = payload.shape
-        self.length = length
-        self.padded = max(8, length)
+        self.padded = max(8, payload.shape[1])
         self._bytes = {"le": payload, "be": payload[:, ::-1]}
         self._words: dict[tuple[str, int], np.ndarray] = {}
 
@@ -194,7 +192,8 @@ class _CompiledLayout:
     def __init__(self, layout: MessageLayout) -> None:
         self.layout = layout
         self.order = _signal_order(layout.root)
-        self._choice_tables: dict[str, tuple[np.ndarray, np.ndarray, list[str], list[object]]] = {}
+        #: signal name -> (sorted value-table keys, their positions, their names)
+        self._choice_tables: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
     def decode(
         self, batch: FrameBatch, rows: np.ndarray, decode_choices: bool
@@ -284,10 +283,9 @@ class _CompiledLayout:
         if table is None:
             items = sorted(signal.choices.items())
             keys = np.array([key for key, _ in items], np.float64 if signal.kind == "f" else np.int64)
-            choice_objects = [choice for _, choice in items]
-            table = (keys, np.arange(len(items)), [str(c) for c in choice_objects], choice_objects)
+            table = (keys, np.arange(len(items)), [str(choice) for _, choice in items])
             self._choice_tables[signal.name] = table
-        keys, positions, names, _ = table
+        keys, positions, names = table
         invalid = None
         if signal.kind == "f":
             finite = np.isfinite(number)
