@@ -57,20 +57,6 @@ def column_values(column: SignalColumn) -> list[SignalValue | None]:
     return values
 
 
-def group_signal_dicts(group: DecodedGroup) -> list[dict[str, SignalValue]]:
-    """Each decoded frame of a group as the dict cantools would give (names for value-table entries)."""
-    names = list(group.signals)
-    columns = [column_values(group.signals[name]) for name in names]
-    return (
-        [
-            {name: value for name, value in zip(names, row, strict=False) if value is not None}
-            for row in zip(*columns, strict=False)
-        ]
-        if names
-        else [{} for _ in range(len(group.rows))]
-    )
-
-
 def group_json_lines(group: DecodedGroup) -> list[str]:
     """The jsonl lines (with trailing newline) of a group's frames."""
     head = (
