@@ -41,6 +41,7 @@ demo: $(STAMP) sysdeps
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/compiled.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/collect.py
 
