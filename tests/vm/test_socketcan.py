@@ -97,7 +97,8 @@ class RecoveringReader(threading.Thread):
 
     When the bus raises (ENETDOWN when the link goes down, ENODEV when it is deleted, a failed bind while
     it is missing), the reader closes the bus and re-opens it after an exponential backoff, reset by the
-    next frame that arrives. The agent's SocketCAN source is meant to behave the same way.
+    next frame that arrives: python-can alone, as a baseline for the agent's `SourceReader`, which
+    test_agent_socketcan.py puts through the same.
     """
 
     BACKOFF_INITIAL_S = 0.05
