@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import can
@@ -56,3 +57,14 @@ def drain(bus: can.BusABC, idle_s: float = 2.0) -> list[can.Message]:
     while (msg := bus.recv(timeout=idle_s)) is not None:
         received.append(msg)
     return received
+
+
+def kernel_receivers(interface: str) -> int:
+    """How many CAN receive-list entries the kernel holds for `interface` (one per filter of each bound
+    socket; /proc/net/can/rcvlist_*): a socket is bound and listening once this is above zero."""
+    return sum(
+        1
+        for path in Path("/proc/net/can").glob("rcvlist_*")
+        for line in path.read_text().splitlines()
+        if line.split()[:1] == [interface]
+    )
