@@ -13,6 +13,8 @@ from firmware_agent.errors import UserError
 FORMATS = ("jsonl", "csv", "parquet")
 #: Captures at least this big get a progress line when stderr is a terminal.
 PROGRESS_MIN_BYTES = 32 << 20
+#: Formats (as `detect_format` names them) read without python-can.
+_OWN_READERS = {"candump -L", "candump output", "stdin"}
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -66,10 +68,13 @@ def add_subparser(subparsers: Any) -> None:
 
 def _do_decode(args: argparse.Namespace) -> int:
     from firmware_agent.decode.readers import detect_format
-    from firmware_agent.decode.startup import import_python_can
+    from firmware_agent.decode.startup import defer_python_can, import_python_can
 
-    formats = [detect_format(path) for path in args.captures]
-    import_python_can(need_mf4="MF4" in formats)
+    formats = {detect_format(path) for path in args.captures}
+    if formats <= _OWN_READERS:
+        defer_python_can()  # our own parsers read these: python-can is imported only if used
+    else:
+        import_python_can(need_mf4="MF4" in formats)
 
     from firmware_agent.decode.catalog import Catalog
     from firmware_agent.decode.pipeline import DecodeOptions, decode_captures, progress_printer

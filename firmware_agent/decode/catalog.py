@@ -47,6 +47,13 @@ def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Data
     """
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    from firmware_agent.decode.dbc_cache import load_cached
+
+    database: Database = load_cached(path, _parse_database, warn)
+    return database
+
+
+def _parse_database(path: Path, warn: Callable[[str], None]) -> Database:
     try:
         if path.suffix.lower() == ".dbc":
             return _load_dbc(path, warn)
@@ -56,8 +63,7 @@ def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Data
             database = cantools.database.load_file(str(path), strict=False)
         except Exception as exc:
             raise UserError(_describe_load_error(path, exc)) from exc
-        if warn is not None:
-            warn(f"{path}: loaded with strict=False ({_strip_format_prefix(str(strict_error))})")
+        warn(f"{path}: loaded with strict=False ({_strip_format_prefix(str(strict_error))})")
         return _as_can_database(path, database)
     except UserError:
         raise
@@ -69,7 +75,7 @@ def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Data
         raise UserError(_describe_load_error(path, exc)) from exc
 
 
-def _load_dbc(path: Path, warn: Callable[[str], None] | None) -> Database:
+def _load_dbc(path: Path, warn: Callable[[str], None]) -> Database:
     # For DBC files strictness is only checked per message (signals that overlap or do not fit), so
     # one non-strict parse plus that check per message gives the same result as a strict load with a
     # fallback, without parsing the file twice.
@@ -78,8 +84,7 @@ def _load_dbc(path: Path, warn: Callable[[str], None] | None) -> Database:
         try:
             message.refresh(strict=True)
         except cantools.database.Error as strict_error:
-            if warn is not None:
-                warn(f"{path}: loaded with strict=False ({strict_error})")
+            warn(f"{path}: loaded with strict=False ({strict_error})")
             break
     return database
 

@@ -101,7 +101,7 @@ class VectorDecoder:
             | batch.arbitration_id.astype(np.int64)
         )
         keys = np.where(special, -1 - batch.is_error.astype(np.int64), keys)
-        order = np.argsort(keys, kind="stable")
+        order = _group_order(keys, batch)
         sorted_keys = keys[order]
         bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
         for rows in np.split(order, bounds):
@@ -138,6 +138,19 @@ class VectorDecoder:
         if compiled is None:
             compiled = self._layouts[id(message)] = _CompiledLayout(message_layout(message))
         return compiled
+
+
+def _group_order(keys: np.ndarray, batch: FrameBatch) -> np.ndarray:
+    """Row order sorted by `keys`, stable: each (channel, ID) group's rows stay in capture order.
+
+    The usual batch (11-bit IDs, few channels, no remote or error frames) gets the same order from a
+    16-bit key, which numpy sorts by radix (about 8x faster than sorting the 64-bit keys).
+    """
+    small = len(keys) and len(batch.channels) <= 32 and int(keys.min()) >= 0  # no remote/error frames
+    if small and not batch.is_extended.any() and int(batch.arbitration_id.max()) < 2048:
+        short_keys = (batch.channel.astype(np.uint16) << 11) | batch.arbitration_id.astype(np.uint16)
+        return np.argsort(short_keys, kind="stable")
+    return np.argsort(keys, kind="stable")
 
 
 @dataclass
