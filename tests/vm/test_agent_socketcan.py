@@ -72,7 +72,12 @@ def start_reader(
 ) -> tuple[SourceReader, FrameQueue]:
     source = open_source(spec)
     source.kernel_filters = kernel_filters
-    frames = FrameQueue(ReaderSettings(chunk_seconds=0.01, backoff_initial=0.05, backoff_max=0.2))
+    # Nothing drains the queue while the simulator runs in the test's thread, and a live source drops
+    # chunks when its queue is full: make it hold every chunk of the run (one chunk per frame at worst).
+    settings = ReaderSettings(
+        max_frames=1_000_000, chunk_frames=256, chunk_seconds=0.01, backoff_initial=0.05, backoff_max=0.2
+    )
+    frames = FrameQueue(settings)
     reader = SourceReader(source, frames, EventBox())
     reader.start()
     return reader, frames
@@ -153,6 +158,7 @@ def test_socketcan_source_survives_the_simulators_link_down(scratch_interface: s
     finally:
         reader.stop()
 
+    assert reader.frames_dropped == 0
     assert gap["bus"] == scratch_interface
     assert "down" in gap["reason"].lower(), gap
     assert reader.reconnects >= 1
