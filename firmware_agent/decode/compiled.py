@@ -16,17 +16,22 @@ Public API (stable; the agent pipeline builds on it):
   `(cantools Message, signals)` or None; why frames were skipped is counted in `FrameDecoder.skips`.
   `.compiled_for(channel, frame_id, is_extended)` gives the cached `CompiledMessage` (or None) for
   callers that keep their own per-frame plans (the agent pipeline does).
+- `compile_row(message, names) -> Callable[[bytes], tuple]`: for a message without multiplexers, a
+  function giving only the values of `names`, in that order, as a tuple, value-table entries as their
+  names (`str`); it raises `DecodeSkip` exactly where `message.decode(data)` raises. The agent's live path
+  uses it: no dict and no `NamedSignalValue` per frame.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import can
 from cantools.database.can import Message
+from cantools.database.namedsignalvalue import NamedSignalValue
 
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.layout import MessageLayout, NodeLayout, SignalLayout, message_layout
@@ -74,6 +79,21 @@ class CompiledMessage:
 def compile_message(message: Message, decode_choices: bool = True) -> CompiledMessage:
     """Compile `message` once; decoding with the result is several times faster than `message.decode`."""
     return CompiledMessage(message, decode_choices)
+
+
+def compile_row(
+    message: Message, names: Sequence[str]
+) -> Callable[[bytes | bytearray], tuple[SignalValue, ...]]:
+    """The values of signals `names` of `message` (not multiplexed) as a tuple; see the module docstring."""
+    layout = message_layout(message)
+    if layout.root.muxes:
+        raise ValueError(f"{message.name}: compile_row takes messages without multiplexers")
+    generator = _Generator(layout, decode_choices=True)
+    source = generator.row_source(names)
+    namespace = dict(generator.constants)
+    exec(compile(source, f"<row decoder {layout.name}>", "exec"), namespace)
+    function: Callable[[bytes | bytearray], tuple[SignalValue, ...]] = namespace["row"]
+    return function
 
 
 class FrameDecoder:
@@ -213,18 +233,69 @@ class _Generator:
             return raw
         return f"{raw} * {self.constant(signal.scale)} + {self.constant(signal.offset)}"
 
-    def source(self) -> str:
+    def row_source(self, names: Sequence[str]) -> str:
+        """Source of `row(data)`: the tuple of `names`' values, value-table entries as `str` names.
+
+        Signals that are not asked for but whose conversion can fail (a float used as a value-table key)
+        are still evaluated, so the function refuses exactly the payloads cantools refuses.
+        """
+        node = self.layout.root
+        by_name = {signal.name: signal for signal in node.signals}
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise ValueError(f"{self.layout.name}: no signal {missing[0]!r}")
+        lines = self.prologue("row", _uses(node, "le"), _uses(node, "be"))
+        if node.unpack_fails:
+            lines.append("    raise DecodeSkip(SKIP_UNPACK)")
+            return "\n".join(lines) + "\n"
+        body: list[str] = []
+        for signal in node.signals:
+            if signal.kind == "f" and signal.choices and signal.name not in names:
+                body.append(f"int({self.raw(signal)})  # raises where cantools' choice lookup raises")
+        values = []
+        for index, name in enumerate(names):
+            signal = by_name[name]
+            raw = f"r{index}"
+            body.append(f"{raw} = {self.raw(signal)}")
+            values.append(self.named_value(signal, raw))
+        body.append(f"return ({''.join(value + ', ' for value in values)})")
+        if any(signal.kind == "f" and signal.choices for signal in node.signals):
+            # int() of a NaN/inf float used as a value-table key: cantools fails too
+            self.constants["SKIP_INVALID_VALUE"] = SKIP_INVALID_VALUE
+            body = ["try:", *(f"    {line}" for line in body)]
+            body.append("except (ValueError, OverflowError):")
+            body.append("    raise DecodeSkip(SKIP_INVALID_VALUE) from None")
+        lines.extend(f"    {line}" for line in body)
+        return "\n".join(lines) + "\n"
+
+    def named_value(self, signal: SignalLayout, raw: str) -> str:
+        """Like `value`, but a value-table entry is its name (`str`), as samples carry it."""
+        if not signal.choices:
+            return self.scaled(signal, raw)
+        names = {
+            number: str(choice.name) if type(choice) is NamedSignalValue else choice
+            for number, choice in signal.choices.items()
+        }
+        key = raw if signal.kind != "f" else f"int({raw})"
+        return f"{self.constant(names)}.get({key}, {self.scaled(signal, raw)})"
+
+    def prologue(self, function: str, needs_le: bool, needs_be: bool) -> list[str]:
+        """`def function(data):`, the length check and the payload's integer views."""
         length = self.layout.length
-        needs_le = _uses(self.layout.root, "le")
-        needs_be = _uses(self.layout.root, "be")
-        body = [
-            "def decode(data):",
+        return [
+            f"def {function}(data):",
             f"    if len(data) != {length}:",
             f"        if len(data) < {length}: raise DecodeSkip(SKIP_TOO_SHORT)",
             f"        data = data[:{length}]",
             "    le = from_bytes(data, 'little')" if needs_le else "    le = 0",
             "    be = from_bytes(data, 'big')" if needs_be else "    be = 0",
-            *self.node_body(self.layout.root),
+        ]
+
+    def source(self) -> str:
+        root = self.layout.root
+        body = [
+            *self.prologue("decode", _uses(root, "le"), _uses(root, "be")),
+            *self.node_body(root),
             "    return out",
         ]
         return "\n\n".join([*self.functions, "\n".join(body)]) + "\n"
