@@ -1,8 +1,8 @@
 """The collector: routes decoded samples to the campaigns that want them and cuts their batches.
 
     collector = Collector(campaigns)
-    for sample in samples:             # hot path: one dict lookup and the interested campaigns' handlers
-        collector.offer(sample)
+    collector.offer_records(records)   # hot path: decoded frames (`collect.records`), one route per shape
+    collector.offer(sample)            # or one sample at a time
     batches = collector.poll()         # batches cut so far (by sample time or size)
     ...
     batches += collector.flush()       # end of input: everything held, open captures truncated
@@ -37,7 +37,8 @@ from typing import Any
 
 from firmware_agent.collect.campaign import Campaign, needed_signals
 from firmware_agent.collect.conditions import DEFAULT_WINDOW_POINTS
-from firmware_agent.collect.runners import Handler, Runner, TriggeredRunner, make_runner
+from firmware_agent.collect.records import FrameRecord, SignalGroup
+from firmware_agent.collect.runners import GroupTaker, Handler, Runner, TriggeredRunner, make_runner
 from firmware_agent.values import PRIORITY_NORMAL, Batch, Event, Sample
 
 #: Distinct sample names remembered for routing; names beyond it are routed without caching the route.
@@ -106,6 +107,7 @@ class Collector:
                 routes.setdefault(name, []).append(handler)
         self._catch_all = tuple(catch_all)
         self._routes = {name: (*handlers, *self._catch_all) for name, handlers in routes.items()}
+        self._group_routes: dict[SignalGroup, tuple[GroupTaker, ...]] = {}
         self._deadline = -math.inf  # new runners anchor their grids on the next sample or poll
 
     def replace_campaigns(self, campaigns: Sequence[Campaign]) -> None:
@@ -149,6 +151,31 @@ class Collector:
             for handler in handlers:
                 handler(sample)
         self._samples_in += count
+
+    def offer_records(self, records: Iterable[FrameRecord]) -> None:
+        """Take decoded frames: each record's values go to the runners wanting them, as `offer()` would.
+
+        The runners' takers for a group are looked up once per record (by the group object) and called
+        with the record's timestamp and values; no `Sample` is made unless a runner works per sample.
+        """
+        routes = self._group_routes
+        count = 0
+        for timestamp, group, values in records:
+            if timestamp >= self._deadline:
+                self._advance(timestamp)
+            takers = routes.get(group)
+            if takers is None:
+                takers = self._route_group(group)
+            for take in takers:
+                take(timestamp, values)
+            count += len(values)
+        self._samples_in += count
+
+    def _route_group(self, group: SignalGroup) -> tuple[GroupTaker, ...]:
+        takers = tuple(taker for runner in self._runners if (taker := runner.group_taker(group)) is not None)
+        if len(self._group_routes) < MAX_ROUTES:
+            self._group_routes[group] = takers
+        return takers
 
     def _route_new(self, name: str) -> tuple[Handler, ...]:
         if len(self._routes) < MAX_ROUTES:

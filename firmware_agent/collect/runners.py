@@ -5,6 +5,12 @@ One runner class per mode. The `Collector` routes each sample only to the runner
 reaches the runner's `deadline`: a periodic tick, a batch interval, the end of a post-trigger window.
 Hot-path methods (`accept*`) do a few dict operations and appends and never allocate beyond the series.
 
+Decoded frames arrive as `FrameRecord`s (`collect.records`); `group_taker(group)` gives the function that
+takes one record of a group's shape. By default it makes a `Sample` of each wanted value for the per-sample
+handlers. `AllRunner` instead keeps each group's records as rows (a timestamp list and a list of value
+tuples) and turns them into per-signal columns only when the batch is cut, so collecting every signal
+costs two appends per frame rather than an object and two appends per value.
+
 Batch cutting: a batch closes every `batch_interval_s` on a grid anchored at the first sample the
 collector sees (empty batches are skipped), or as soon as it holds `max_batch_samples` samples.
 """
@@ -14,13 +20,17 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from firmware_agent.collect.campaign import ALL, ON_CHANGE, PERIODIC, TRIGGERED, Campaign
 from firmware_agent.collect.conditions import DEFAULT_WINDOW_POINTS, Evaluator, RollingWindow
+from firmware_agent.collect.records import SignalGroup
 from firmware_agent.values import Batch, Event, Sample, SignalValue
 
 Handler = Callable[[Sample], None]
+#: Takes one record of a known group: (timestamp, values aligned with the group's names).
+GroupTaker = Callable[[float, tuple[SignalValue, ...]], None]
 #: Receives a cut batch, the number of samples in it and whether it was cut because it was full.
 Sink = Callable[[Batch, int, bool], None]
 #: Lets a runner pull the collector's next deadline earlier (a trigger opening a post-trigger window).
@@ -52,13 +62,64 @@ class Runner:
         self._max_samples = campaign.max_batch_samples
         self._interval = campaign.batch_interval_s
         self._cut_at = -math.inf
+        #: Rows kept per group (`AllRunner`): (names, timestamps, rows, rows hold one bare value).
+        self._blocks: list[tuple[tuple[str, ...], list[float], list[Any], bool]] = []
+        self._dirty = False  # some block holds rows not yet folded into `_series`
+        self._handler_map: dict[str, Handler] | None = None
 
     def handlers(self) -> dict[str, Handler]:
         """Sample name -> the method that takes samples of it (empty for a campaign taking every name)."""
         return dict.fromkeys(self.campaign.signals, self.append)
 
+    def group_taker(self, group: SignalGroup) -> GroupTaker | None:
+        """How records of `group` reach this runner (None when it wants none of the group's names).
+
+        This default hands a `Sample` per wanted value to the per-sample handlers (and, for a campaign
+        taking every signal, to `append`).
+        """
+        if self._handler_map is None:
+            self._handler_map = self.handlers()
+        handlers = self._handler_map
+        every = self.campaign.takes_every_signal
+        entries: list[tuple[int, str, Handler]] = []
+        for index, name in enumerate(group.names):
+            handler = handlers.get(name)
+            if handler is not None:
+                entries.append((index, name, handler))
+            if every:
+                entries.append((index, name, self.append))
+        if not entries:
+            return None
+        wanted = tuple(entries)
+
+        def take_samples(timestamp: float, values: tuple[SignalValue, ...]) -> None:
+            for index, name, handler in wanted:
+                handler(Sample(timestamp, name, values[index]))
+
+        return take_samples
+
+    def _fold(self) -> None:
+        """Move the rows held per group into the per-signal series (oldest first, as they arrived)."""
+        self._dirty = False
+        all_series = self._series
+        for names, times, rows, single in self._blocks:
+            if not times:
+                continue
+            columns: Any = (rows,) if single else zip(*rows, strict=True)
+            for name, column in zip(names, columns, strict=True):
+                series = all_series.get(name)
+                if series is None:
+                    all_series[name] = (times.copy(), list(column))
+                else:
+                    series[0].extend(times)
+                    series[1].extend(column)
+            times.clear()
+            rows.clear()
+
     def append(self, sample: Sample) -> None:
         """Add a sample to the open batch, cutting it when it reaches `max_batch_samples`."""
+        if self._dirty:
+            self._fold()  # rows held for this signal are older than this sample
         series = self._series.get(sample.name)
         if series is None:
             series = self._series[sample.name] = ([], [])
@@ -72,6 +133,8 @@ class Runner:
         """Hand the open batch (if it holds anything) to the sink and start a new one."""
         if not self._count and not self._events:
             return
+        if self._dirty:
+            self._fold()
         batch = Batch(
             samples=self._series,
             events=self._events,
@@ -107,7 +170,65 @@ class Runner:
 
 
 class AllRunner(Runner):
-    """Mode `all`: every sample of the listed signals (or of every signal) is collected."""
+    """Mode `all`: every sample of the listed signals (or of every signal) is collected.
+
+    Records are kept as rows per group (see the module docstring). A group sharing a name with a group
+    seen earlier (a multiplexer signal present in several branches, two messages mapped to one VSS path)
+    takes the per-sample path instead, so that each signal's samples stay in arrival order.
+    """
+
+    def __init__(self, campaign: Campaign, sink: Sink) -> None:
+        super().__init__(campaign, sink)
+        self._wanted = frozenset(campaign.signals)
+        self._claimed: set[str] = set()  # names some block holds
+
+    def group_taker(self, group: SignalGroup) -> GroupTaker | None:
+        every = self.campaign.takes_every_signal
+        indices = [i for i, name in enumerate(group.names) if every or name in self._wanted]
+        if not indices:
+            return None
+        names = tuple(group.names[i] for i in indices)
+        if self._claimed.intersection(names) or len(set(names)) != len(names):
+            return super().group_taker(group)
+        self._claimed.update(names)
+        times: list[float] = []
+        rows: list[Any] = []
+        single = len(indices) == 1
+        self._blocks.append((names, times, rows, single))
+        return self._row_taker(names, indices, len(group.names), times, rows)
+
+    def _row_taker(
+        self,
+        names: tuple[str, ...],
+        indices: list[int],
+        group_width: int,
+        times: list[float],
+        rows: list[Any],
+    ) -> GroupTaker:
+        """The hot path of `all`: a timestamp and a row per frame; exact cuts at `max_batch_samples`."""
+        runner = self
+        width = len(names)
+        limit = self._max_samples
+        add_time, add_row = times.append, rows.append
+        pick: Callable[[tuple[SignalValue, ...]], Any] | None = None  # None: the whole tuple is the row
+        if width == 1:
+            pick = itemgetter(indices[0])  # rows hold the bare value
+        elif indices != list(range(len(indices))) or width != group_width:
+            pick = itemgetter(*indices)  # a tuple of the wanted values
+
+        def take_row(timestamp: float, values: tuple[SignalValue, ...]) -> None:
+            count = runner._count + width
+            if count >= limit:  # the batch fills within this frame: cut at the exact sample
+                for index, name in zip(indices, names, strict=True):
+                    runner.append(Sample(timestamp, name, values[index]))
+                return
+            runner._count = count
+            if not times:
+                runner._dirty = True
+            add_time(timestamp)
+            add_row(values if pick is None else pick(values))
+
+        return take_row
 
 
 class PeriodicRunner(Runner):

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection
+from typing import Any
 
 import can
 from cantools.database.can import Message
 from cantools.database.namedsignalvalue import NamedSignalValue
 
+from firmware_agent.collect.records import FrameRecord, SignalGroup, samples_of
 from firmware_agent.decode.catalog import Catalog, is_j1939
-from firmware_agent.decode.compiled import DecodeSkip, FrameDecoder
+from firmware_agent.decode.compiled import DecodeSkip, FrameDecoder, compile_row
 from firmware_agent.e2e import profile_for
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2EGuard
 from firmware_agent.sources.base import KernelFilter
@@ -33,30 +35,36 @@ _J1939_PDU1_MASK = 0x03FF0000
 
 
 class _Plan:
-    """What to do with one (channel, identifier): check, decode, and which samples to emit."""
+    """What to do with one (channel, identifier): check, decode, and which samples to emit.
 
-    __slots__ = ("decode", "guard", "outputs", "simple")
+    A message without multiplexers has a `row` decoder giving exactly the wanted values, in the order of
+    its one `group`. A multiplexed message is decoded whole (`decode`) and the signals present in the
+    frame's branch are picked from `outputs`, their group looked up per frame.
+    """
+
+    __slots__ = ("decode", "group", "guard", "outputs")
 
     def __init__(
         self,
-        decode: Callable[[bytes | bytearray], dict[str, SignalValue]],
+        decode: Callable[[bytes | bytearray], Any],
         guard: E2EGuard | None,
+        group: SignalGroup | None,
         outputs: tuple[tuple[str, str, bool], ...],
-        multiplexed: bool,
     ) -> None:
         self.decode = decode
         self.guard = guard
+        self.group = group
         self.outputs = outputs  # (signal, sample name, has a value table)
-        #: Every wanted signal is in every decode and none has a value table: the fast path applies.
-        self.simple = not multiplexed and not any(has_choices for _, _, has_choices in outputs)
 
 
 class SampleDecoder:
     """Turns frames into samples, decoding only the wanted signals.
 
     `wanted`: sample names (VSS paths or `MESSAGE.Signal`, either spelling of a mapped signal) or None for
-    every signal. Counters: `frames`, `samples`, `skipped_unknown` (no database knows the frame),
-    `skipped_unwanted` (no campaign wants its message), and the decode skips by reason under `decode_*`.
+    every signal. `process_records(frames)` gives one `FrameRecord` per decoded frame (the live path);
+    `process(frames)` the same as `Sample`s. Counters: `frames`, `samples`, `skipped` (no database knows
+    the frame, no campaign wants its message, or it is an error/remote frame), and the decode skips by
+    reason under `decode_*`.
     """
 
     def __init__(
@@ -73,6 +81,8 @@ class SampleDecoder:
         self.counts: Counter[str] = Counter(dict.fromkeys(("frames", "skipped", "samples"), 0))
         self._frame_decoder = FrameDecoder(catalog, decode_choices=True)
         self._plans: dict[tuple[object, int, bool], _Plan | None] = {}
+        self._groups: dict[tuple[str, ...], SignalGroup] = {}
+        self._rows: dict[int, tuple[Callable[[bytes | bytearray], Any], SignalGroup]] = {}
 
     def outputs_of(self, message: Message) -> tuple[tuple[str, str, bool], ...]:
         """The (signal, sample name, has choices) triples wanted from `message`."""
@@ -84,27 +94,43 @@ class SampleDecoder:
                 outputs.append((signal.name, name, bool(signal.choices)))
         return tuple(outputs)
 
+    def group(self, names: tuple[str, ...]) -> SignalGroup:
+        """The one `SignalGroup` of this decoder for `names`."""
+        group = self._groups.get(names)
+        if group is None:
+            group = self._groups[names] = SignalGroup(names)
+        return group
+
     def _plan_for(self, channel: object, frame_id: int, is_extended: bool) -> _Plan | None:
         compiled = self._frame_decoder.compiled_for(channel, frame_id, is_extended)
         plan = None
         if compiled is not None:
-            outputs = self.outputs_of(compiled.message)
+            message = compiled.message
+            outputs = self.outputs_of(message)
             if outputs:
-                profile = profile_for(compiled.message)
+                profile = profile_for(message)
                 guard = None
                 if profile is not None:
                     guard = self.checker.guard(str(channel), frame_id, profile)
-                plan = _Plan(compiled.decode, guard, outputs, compiled.message.is_multiplexed())
+                if message.is_multiplexed():
+                    plan = _Plan(compiled.decode, guard, None, outputs)
+                else:
+                    row = self._rows.get(id(message))
+                    if row is None:
+                        function = compile_row(message, [signal for signal, _, _ in outputs])
+                        group = self.group(tuple(name for _, name, _ in outputs))
+                        row = self._rows[id(message)] = (function, group)
+                    plan = _Plan(row[0], guard, row[1], outputs)
         self._plans[(channel, frame_id, is_extended)] = plan
         return plan
 
-    def process(self, frames: list[can.Message]) -> list[Sample]:
-        """Decode a chunk of frames; the wanted samples, in frame order."""
+    def process_records(self, frames: list[can.Message]) -> list[FrameRecord]:
+        """Decode a chunk of frames: one record per frame that yields wanted samples, in frame order."""
         plans, counts = self._plans, self.counts
         missing = _MISSING
-        skipped = 0
-        samples: list[Sample] = []
-        emit, extend, make = samples.append, samples.extend, Sample
+        skipped = samples = 0
+        records: list[FrameRecord] = []
+        emit = records.append
         for frame in frames:
             key = (frame.channel, frame.arbitration_id, frame.is_extended_id)
             plan = plans.get(key, missing)
@@ -122,20 +148,37 @@ class SampleDecoder:
             except DecodeSkip as skip:
                 counts[f"decode_{skip.reason.replace(' ', '_')}"] += 1
                 continue
-            if plan.simple:
-                extend([make(timestamp, name, values[signal]) for signal, name, _ in plan.outputs])
-                continue
-            for signal, name, has_choices in plan.outputs:
-                value = values.get(signal)
-                if value is None:
-                    continue  # not in this multiplexer branch
-                if has_choices and type(value) is NamedSignalValue:
-                    value = str(value.name)
-                emit(make(timestamp, name, value))
+            group = plan.group
+            if group is None:
+                group, values = self._select(plan, values)
+                if not values:
+                    continue
+            emit((timestamp, group, values))
+            samples += len(values)
         counts["frames"] += len(frames)
         counts["skipped"] += skipped
-        counts["samples"] += len(samples)
-        return samples
+        counts["samples"] += samples
+        return records
+
+    def process(self, frames: list[can.Message]) -> list[Sample]:
+        """Decode a chunk of frames; the wanted samples, in frame order."""
+        return samples_of(self.process_records(frames))
+
+    def _select(
+        self, plan: _Plan, decoded: dict[str, SignalValue]
+    ) -> tuple[SignalGroup, tuple[SignalValue, ...]]:
+        """A multiplexed frame: the wanted signals present in its branch, value-table entries as names."""
+        names = []
+        values = []
+        for signal, name, has_choices in plan.outputs:
+            value = decoded.get(signal)
+            if value is None:
+                continue  # not in this multiplexer branch
+            if has_choices and type(value) is NamedSignalValue:
+                value = str(value.name)
+            names.append(name)
+            values.append(value)
+        return self.group(tuple(names)), tuple(values)
 
     def reset_bus(self, bus: str) -> None:
         """After a bus gap: restart the E2E counter checks of that channel."""

@@ -28,6 +28,7 @@ import cbor2
 from firmware_agent.collect.campaign import Campaign, campaigns_for_option, needed_signals, parse_campaigns
 from firmware_agent.collect.collector import Collector
 from firmware_agent.collect.names import SignalNames
+from firmware_agent.collect.records import samples_of
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.errors import UserError
 from firmware_agent.pipeline.decoding import SampleDecoder
@@ -190,11 +191,13 @@ class Agent:
     # --- stages ------------------------------------------------------------------------------------
 
     def _process(self, chunk: list[can.Message]) -> None:
-        samples = self.decoder.process(chunk)
-        for observer in self.observers:
-            for sample in samples:
-                observer.observe(sample)
-        self.collector.offer_many(samples)
+        records = self.decoder.process_records(chunk)
+        if self.observers:  # `Sample` objects only for observers that want them
+            samples = samples_of(records)
+            for observer in self.observers:
+                for sample in samples:
+                    observer.observe(sample)
+        self.collector.offer_records(records)
 
     def _event(self, event: Event) -> None:
         self.collector.add_event(event)
@@ -357,11 +360,11 @@ class Agent:
             chunk = self.frames.get_nowait()
         for event in self.events.drain():
             self.collector.add_event(event)
-        self._force_stats = True
-        batches = list(self.collector.flush())
-        if not batches:
-            batches = [Batch(campaign=None)]  # carries the final counters
-        self._commit(batches)
+        # an empty batch when nothing is left: it carries the final counters
+        batches = list(self.collector.flush()) or [Batch(campaign=None)]
+        self._commit(batches[:-1])
+        self._force_stats = True  # the last batch before exit carries the final counters
+        self._commit(batches[-1:])
         if wait_for_all:
             # --exit-at-end: every batch must reach the broker; only a signal cuts this short.
             while not stop.is_set() and self.outbox.pending_count() > 0:

@@ -9,6 +9,7 @@ import can
 import pytest
 from cantools.database.can import Message
 
+from firmware_agent.collect.records import samples_of
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.e2e import profile_for
 from firmware_agent.pipeline.decoding import SampleDecoder
@@ -168,3 +169,20 @@ def test_kernel_filters_pass_exactly_the_wanted_messages(catalog: Catalog, vss: 
     assert decoder.kernel_filters("infotainment") == []
     everything = SampleDecoder(catalog, vss, None, E2EChecker(E2ESettings(), lambda e: None))
     assert len(everything.kernel_filters("chassis")) == 4
+
+
+def test_records_carry_the_samples_with_one_group_per_shape(catalog: Catalog, vss: VssMap) -> None:
+    frames = random_frames(catalog, 1700, seed=5)
+    decoder = SampleDecoder(catalog, vss, None, E2EChecker(E2ESettings(), lambda e: None))
+    records = decoder.process_records(frames)
+    samples = SampleDecoder(catalog, vss, None, E2EChecker(E2ESettings(), lambda e: None)).process(frames)
+    assert [(s.timestamp, s.name, _comparable((0, "", s.value))) for s in samples_of(records)] == [
+        (s.timestamp, s.name, _comparable((0, "", s.value))) for s in samples
+    ]
+    assert decoder.counts["samples"] == len(samples) == sum(len(values) for _, _, values in records)
+    groups = {id(group): group for _, group, _ in records}
+    shapes = {group.names for group in groups.values()}
+    assert len(groups) == len(shapes)  # one group object per tuple of names
+    assert all(len(group.names) == len(values) for _, group, values in records)
+    seat = {names for names in shapes if "SEAT_MEMORY.SeatPage" in names}
+    assert len(seat) > 1  # a multiplexed message: one shape per branch
