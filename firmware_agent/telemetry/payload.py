@@ -74,6 +74,42 @@ def _plain(value: Any) -> SignalValue:
     raise PayloadError(f"signal value {value!r} is not a number or a string")
 
 
+_PLAIN_TYPES = frozenset((int, float, str))
+
+
+def _plain_values(values: list[SignalValue]) -> list[SignalValue]:
+    """`values` as CBOR should see them: the list itself when every value is already int, float or str."""
+    if set(map(type, values)) <= _PLAIN_TYPES:
+        return values
+    return [_plain(value) for value in values]
+
+
+class _Deltas:
+    """Microseconds since `t0` of a signal's timestamps, computed once per distinct timestamp list.
+
+    The signals of one message share their timestamps (every frame carries all of them), so a batch of
+    `--collect all` has a few distinct lists for many signals; an equal list (compared in C) reuses the
+    integers already computed.
+    """
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self._seen: dict[tuple[int, float, float], list[tuple[list[float], list[int]]]] = {}
+
+    def of(self, times: list[float]) -> list[int]:
+        if not times:
+            return []
+        key = (len(times), times[0], times[-1])
+        candidates = self._seen.setdefault(key, [])
+        for known, deltas in candidates:
+            if known is times or known == times:
+                return deltas
+        t0 = self.t0
+        deltas = [round((t - t0) * 1e6) for t in times]
+        candidates.append((times, deltas))
+        return deltas
+
+
 def _earliest(batch: Batch) -> float | None:
     starts = [times[0] for times, _ in batch.samples.values() if times]
     starts.extend(event.timestamp for event in batch.events)
@@ -94,10 +130,11 @@ def encode_payload(
     earliest = _earliest(batch)
     t0 = time.time() if earliest is None else earliest
     signals: dict[str, list[list[Any]]] = {}
+    deltas = _Deltas(t0)
     for name, (times, values) in batch.samples.items():
         if len(times) != len(values):
             raise PayloadError(f"signal {name}: {len(times)} timestamps but {len(values)} values")
-        signals[name] = [[round((t - t0) * 1e6) for t in times], [_plain(v) for v in values]]
+        signals[name] = [deltas.of(times), _plain_values(values)]
     doc: dict[str, Any] = {
         "v": PAYLOAD_VERSION,
         "vehicle": vehicle,

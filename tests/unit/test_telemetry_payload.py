@@ -80,3 +80,25 @@ def test_malformed_payloads_are_refused(doc: object, problem: str) -> None:
 def test_garbage_is_refused() -> None:
     with pytest.raises(PayloadError, match="not CBOR"):
         decode_payload(b"\x82\x01")
+
+
+def test_signals_with_equal_or_look_alike_timestamps_each_get_their_own() -> None:
+    """Microseconds are computed once per distinct timestamp list; a list with the same length, first and
+    last time but other times in between must not reuse them."""
+    times = [T, T + 0.001, T + 0.002]
+    other = [T, T + 0.0015, T + 0.002]
+    batch = Batch(
+        samples={
+            "a": (times, [1, 2, 3]),
+            "b": (list(times), [4.5, 5.5, 6.5]),
+            "c": (other, ["x", "y", "z"]),
+            "d": (times[:2], [True, False]),
+        }
+    )
+    doc = cbor2.loads(encode_payload(batch, "veh-0001", 1))
+    assert doc["signals"] == {
+        "a": [[0, 1000, 2000], [1, 2, 3]],
+        "b": [[0, 1000, 2000], [4.5, 5.5, 6.5]],
+        "c": [[0, 1500, 2000], ["x", "y", "z"]],
+        "d": [[0, 1000], [1, 0]],
+    }
