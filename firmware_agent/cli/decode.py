@@ -59,9 +59,9 @@ def add_subparser(subparsers: Any) -> None:
     parser.add_argument(
         "--bitrate",
         type=int,
-        default=500_000,
         metavar="BPS",
-        help="nominal bitrate for the bus-load estimate",
+        help="bitrate for the bus-load estimate on every channel (default: the channel's DBC "
+        "Baudrate, and BaudrateCANFD for CAN FD data phases; else 500000)",
     )
     parser.set_defaults(func=_do_decode)
 
@@ -91,7 +91,9 @@ def _do_decode(args: argparse.Namespace) -> int:
         strict=args.strict,
         progress=progress_printer() if _wants_progress(args.captures) else None,
     )
-    summary = Summary(bitrate=args.bitrate)
+    if args.bitrate is not None and args.bitrate <= 0:
+        raise UserError(f"--bitrate must be a positive number of bit/s, not {args.bitrate}")
+    summary = Summary(bitrate=args.bitrate, bus_bitrate=catalog.bitrate)
     format_name = args.format or "jsonl"
     text_output = args.output if summary_only or format_name != "parquet" else None
     with _Output(text_output) as out:

@@ -124,6 +124,43 @@ def j1939_pgn(frame_id: int) -> int:
     return pgn
 
 
+@dataclass(frozen=True)
+class BusBitrate:
+    """A bus's bitrates as its database declares them: `nominal`, and `data` for CAN FD data phases."""
+
+    nominal: int
+    data: int | None = None
+
+
+def database_bitrate(database: Database) -> BusBitrate | None:
+    """The bitrate a database declares: DBC `BA_ "Baudrate"` (and `"BaudrateCANFD"`, each falling back
+    to its `BA_DEF_DEF_` default), else the bus definition of ARXML/KCD files; None when it declares none.
+    """
+    dbc = database.dbc
+    nominal = _dbc_attribute(dbc, "Baudrate") if dbc is not None else None
+    data = _dbc_attribute(dbc, "BaudrateCANFD") if dbc is not None else None
+    if nominal is None and len(database.buses) == 1:
+        nominal = _positive(database.buses[0].baudrate)
+        data = _positive(database.buses[0].fd_baudrate)
+    return BusBitrate(nominal, data) if nominal is not None else None
+
+
+def _dbc_attribute(dbc: object, name: str) -> int | None:
+    attribute = getattr(dbc, "attributes", {}).get(name)
+    if attribute is not None:
+        return _positive(attribute.value)
+    definition = getattr(dbc, "attribute_definitions", {}).get(name)
+    return _positive(definition.default_value) if definition is not None else None
+
+
+def _positive(value: object) -> int | None:
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
 @dataclass
 class _ChannelTable:
     by_id: dict[tuple[int, bool], Message] = field(default_factory=dict)
@@ -136,6 +173,7 @@ class Catalog:
     def __init__(self) -> None:
         self._tables: dict[str | None, _ChannelTable] = {}
         self._cache: dict[tuple[str | None, int, bool], Message | None] = {}
+        self._bitrates: dict[str | None, BusBitrate] = {}
         self.sources: list[DbcSpec] = []
 
     @classmethod
@@ -162,12 +200,19 @@ class Catalog:
     def add(self, database: Database, channel: str | None = None) -> None:
         """Bind a database to one channel, or to every channel when `channel` is None."""
         table = self._tables.setdefault(channel, _ChannelTable())
+        bitrate = database_bitrate(database)
+        if bitrate is not None:
+            self._bitrates.setdefault(channel, bitrate)  # merged databases: the first that declares one
         for message in database.messages:
             if is_j1939(message):
                 table.by_pgn[j1939_pgn(message.frame_id)] = message
             else:
                 table.by_id[(message.frame_id, message.is_extended_frame)] = message
         self._cache.clear()
+
+    def bitrate(self, channel: str | None) -> BusBitrate | None:
+        """The bitrate declared by the databases bound to `channel` (else by those bound to every channel)."""
+        return self._bitrates.get(channel) or self._bitrates.get(None)
 
     @property
     def channels(self) -> list[str | None]:

@@ -10,9 +10,9 @@ shown again on every hit.
 
 Pickle runs code on load, so entries are read only from a folder this user created (mode 0700) and
 only when the file is this user's and writable by no one else; anything unreadable, of another key or
-stale is ignored and rewritten. `FIRMWARE_AGENT_NO_CACHE=1` turns the cache off. Disk use: one
-entry (about 100-200 kB for a large DBC) per database path ever decoded; delete the folder to
-reclaim it.
+stale is ignored and rewritten. `FIRMWARE_AGENT_NO_CACHE=1` turns the cache off. Disk use is bounded:
+one entry (about 100-200 kB for a large DBC) per database path, at most `MAX_ENTRIES`; writing one more
+deletes the least recently written.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from typing import Any
 
 #: Bump when what is pickled changes shape.
 CACHE_VERSION = 1
+#: Entries kept; the oldest written go first.
+MAX_ENTRIES = 64
 
 Loader = Callable[[Path, Callable[[str], None]], Any]
 
@@ -107,5 +109,8 @@ def _write(folder: Path, entry: Path, value: tuple[object, ...]) -> None:
         except BaseException:
             os.unlink(temporary)
             raise
+        entries = sorted(folder.glob("*.pickle"), key=lambda path: path.stat().st_mtime_ns)
+        for old in entries[: max(0, len(entries) - MAX_ENTRIES)]:
+            old.unlink(missing_ok=True)
     except (OSError, pickle.PicklingError, RecursionError, TypeError, AttributeError):
         pass

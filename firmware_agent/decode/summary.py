@@ -1,19 +1,23 @@
 """What a decode run saw: frames per message, rates, skips and why, unknown IDs, bus load per channel.
 
 Bus load is an estimate: nominal frame bits without bit stuffing (classic CAN: 47 + 8 x bytes for 11-bit
-IDs, 67 + 8 x bytes for 29-bit IDs, interframe space included), all counted at the nominal bitrate
-(`--bitrate`, 500 kbit/s by default), over the time between a channel's first and last frame.
-CAN FD data phases at a higher bitrate make the estimate an upper bound.
+IDs, 67 + 8 x bytes for 29-bit IDs, interframe space included), over the time between a channel's first
+and last frame. The bitrate is `--bitrate` when given, else what the channel's database declares
+(DBC `BA_ "Baudrate"`), else 500 kbit/s. For CAN FD frames sent with a bit-rate switch, the payload bits
+are counted at the data-phase bitrate (DBC `BA_ "BaudrateCANFD"`) when the database declares one and
+`--bitrate` is not given; everything else at the nominal bitrate.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
 import numpy as np
 
+from firmware_agent.decode.catalog import BusBitrate
 from firmware_agent.decode.compiled import SKIP_UNKNOWN_ID
 from firmware_agent.decode.readers.frames import FrameBatch
 from firmware_agent.decode.vectorised import BatchResult
@@ -35,30 +39,53 @@ class _Span:
         return self.last - self.first if self.count > 1 else 0.0
 
 
+#: The bitrate assumed for a channel whose database declares none.
+DEFAULT_BITRATE = 500_000
+
+
 @dataclass
 class Summary:
-    """Counters filled batch by batch; `render()` prints the tables."""
+    """Counters filled batch by batch; `render()` prints the tables.
 
-    bitrate: int = 500_000
+    `bitrate` (from `--bitrate`) overrides every channel's; otherwise `bus_bitrate(channel)` (the
+    catalog's `bitrate`) says what the channel's database declares, and `DEFAULT_BITRATE` applies
+    where it declares nothing.
+    """
+
+    bitrate: int | None = None
+    bus_bitrate: Callable[[str], BusBitrate | None] | None = None
     messages: dict[tuple[str, str], _Span] = field(default_factory=lambda: defaultdict(_Span))
     errors: dict[tuple[str, str], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     unknown: Counter[tuple[str, int, bool]] = field(default_factory=Counter)
     skips: Counter[str] = field(default_factory=Counter)
     channels: dict[str, _Span] = field(default_factory=lambda: defaultdict(_Span))
     channel_bits: Counter[str] = field(default_factory=Counter)
+    #: seconds of bus time per channel (the bits at the bitrates used)
+    channel_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    channel_bitrates: dict[str, tuple[BusBitrate, str]] = field(default_factory=dict)
     frames: int = 0
     decoded: int = 0
 
     def add(self, batch: FrameBatch, result: BatchResult) -> None:
         """Account for one batch and what decoding it gave."""
         self.frames += len(batch)
-        bits = np.where(batch.is_extended, 67, 47) + 8 * batch.length.astype(np.int64)
+        payload_bits = 8 * batch.length.astype(np.int64)
+        bits = np.where(batch.is_extended, 67, 47) + payload_bits
+        switched = batch.bitrate_switch
         for code, name in enumerate(batch.channels):
             rows = batch.channel == code
             if rows.any():
                 stamps = batch.timestamp[rows]
                 self.channels[name].add(int(rows.sum()), float(stamps.min()), float(stamps.max()))
-                self.channel_bits[name] += int(bits[rows].sum())
+                channel_bits = int(bits[rows].sum())
+                self.channel_bits[name] += channel_bits
+                bitrate = self._channel_bitrate(name)
+                fast_bits = 0
+                if bitrate.data is not None and switched is not None:
+                    fast_bits = int(payload_bits[rows & switched & batch.is_fd].sum())
+                self.channel_seconds[name] += (channel_bits - fast_bits) / bitrate.nominal + (
+                    fast_bits / bitrate.data if bitrate.data else 0.0
+                )
         for group in result.groups:
             key = (group.channel, group.message.name)
             self.messages[key].add(len(group.rows), float(group.timestamp[0]), float(group.timestamp[-1]))
@@ -69,6 +96,19 @@ class Summary:
                 self.unknown[(skipped.channel, skipped.arbitration_id, skipped.is_extended)] += skipped.count
             elif skipped.message is not None:
                 self.errors[(skipped.channel, skipped.message)][skipped.reason] += skipped.count
+
+    def _channel_bitrate(self, channel: str) -> BusBitrate:
+        known = self.channel_bitrates.get(channel)
+        if known is None:
+            declared = self.bus_bitrate(channel) if self.bus_bitrate is not None else None
+            if self.bitrate is not None:
+                known = (BusBitrate(self.bitrate), "--bitrate")
+            elif declared is not None:
+                known = (declared, "DBC")
+            else:
+                known = (BusBitrate(DEFAULT_BITRATE), "default")
+            self.channel_bitrates[channel] = known
+        return known[0]
 
     def skip_line(self) -> str:
         """One line for stderr: how many frames were decoded and why the others were skipped."""
@@ -99,10 +139,17 @@ class Summary:
             for (channel, frame_id, extended), count in sorted(self.unknown.items()):
                 text = f"{frame_id:08X}" if extended else f"{frame_id:03X}"
                 out.write(f"  {channel:<10} {text:>8} {count:>9,}\n")
-        out.write(f"\nbus load (estimate at {self.bitrate / 1000:g} kbit/s, no bit stuffing):\n")
+        out.write("\nbus load (estimate, no bit stuffing):\n")
+        channel_width = max([10, *(len(channel) for channel in self.channels)])
         for channel, span in sorted(self.channels.items()):
-            load = self.channel_bits[channel] / (span.duration * self.bitrate) if span.duration > 0 else 0.0
+            load = self.channel_seconds[channel] / span.duration if span.duration > 0 else 0.0
+            bitrate, source = self.channel_bitrates[channel]
+            speed = f"{bitrate.nominal / 1000:g} kbit/s"
+            if bitrate.data is not None:
+                speed += f", data {bitrate.data / 1000:g} kbit/s"
             out.write(
-                f"  {channel:<10} {span.count:>9,} frames over {span.duration:8.1f} s  {100 * load:5.1f} %\n"
+                f"  {channel:<{channel_width}} {span.count:>9,} frames over {span.duration:8.1f} s"
+                f"  {100 * load:5.1f} %"
+                f"  at {speed} ({source})\n"
             )
         out.write(f"\n{self.skip_line()}\n")

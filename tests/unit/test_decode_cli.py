@@ -215,3 +215,20 @@ def test_bad_input_is_one_line_without_traceback(
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_candump_input_does_not_import_python_can(capture: Path, motohawk: Path, tmp_path: Path) -> None:
+    # python-can is a tenth of a second of start-up; for candump input it is imported only when used
+    argv = ["decode", str(capture), "--dbc", str(motohawk), "-o", str(tmp_path / "out.jsonl")]
+    script = (
+        "import sys\n"
+        "from firmware_agent.cli import main\n"
+        f"main({argv!r})\n"
+        "print('can.bus' in sys.modules)\n"
+        "import can\n"
+        "print(can.Message(arbitration_id=5).arbitration_id, 'can.bus' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "5", "True"]
+    assert (tmp_path / "out.jsonl").read_text().count("\n") == 3  # the three 1F0 frames on can0

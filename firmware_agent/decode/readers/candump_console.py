@@ -20,7 +20,7 @@ from firmware_agent.decode.readers.text import LineBlocks
 from firmware_agent.errors import UserError
 
 _LINE = re.compile(
-    rb"^\s*(?:\((?P<time>\d+(?:\.\d+)?)\)\s+)?(?P<channel>\S+)\s+(?:[RT]X\s+(?:[-B]\s+[-E]\s+)?)?"
+    rb"^\s*(?:\((?P<time>\d+(?:\.\d+)?)\)\s+)?(?P<channel>\S+)\s+(?:[RT]X\s+(?:(?P<brs>[-B])\s+[-E]\s+)?)?"
     rb"(?P<id>[0-9A-Fa-f]{1,8})\s+\[(?P<length>\d{1,2})\]\s*(?P<rest>.*?)\s*$"
 )
 _HEX_BYTES = re.compile(rb"^(?:[0-9A-Fa-f]{2}(?:\s+|$))*")
@@ -59,6 +59,7 @@ def parse_line(line: bytes, now: float) -> Frame | None:
         is_remote=is_remote,
         is_error=is_error,
         data=data,
+        bitrate_switch=match["brs"] == b"B",
     )
 
 
@@ -119,4 +120,5 @@ def batch_from_frames(frames: list[Frame]) -> FrameBatch:
         is_error=np.array([f.is_error for f in frames], bool),
         length=np.array([len(f.data) for f in frames], np.int16),
         data=data,
+        bitrate_switch=np.array([f.bitrate_switch for f in frames], bool),
     )

@@ -22,6 +22,7 @@ from firmware_agent.errors import UserError
 
 _CAN_ERR_FLAG = 0x20000000
 _CAN_ERR_BUSERROR = 0x80
+_CANFD_BRS = 0x01
 
 _HEX = np.full(256, 255, np.uint8)
 for _value, _char in enumerate(b"0123456789abcdef"):
@@ -43,6 +44,7 @@ class Frame(NamedTuple):
     is_remote: bool
     is_error: bool
     data: bytes
+    bitrate_switch: bool = False
 
 
 def parse_line(line: bytes) -> Frame | None:
@@ -63,8 +65,9 @@ def parse_line(line: bytes) -> Frame | None:
         raise ValueError("expected ID#DATA")
     arbitration_id = int(id_text, 16)
     is_fd = payload.startswith(b"#")
+    flags = 0
     if is_fd:
-        int(payload[1:2] or b"x", 16)  # the flags nibble, 0-F
+        flags = int(payload[1:2] or b"x", 16)  # the flags nibble, 0-F (bit 0: BRS)
         payload = payload[2:]
     is_remote = payload[:1] in (b"R", b"r")
     if is_remote:
@@ -85,6 +88,7 @@ def parse_line(line: bytes) -> Frame | None:
         is_remote=is_remote,
         is_error=is_error,
         data=data,
+        bitrate_switch=bool(flags & _CANFD_BRS),
     )
 
 
@@ -162,6 +166,7 @@ class CandumpLogReader:
             fast.is_remote[row] = frame.is_remote
             fast.is_error[row] = frame.is_error
             fast.length[row] = len(frame.data)
+            fast.bitrate_switch[row] = frame.bitrate_switch
             data[row, : len(frame.data)] = np.frombuffer(frame.data, np.uint8)
             data[row, len(frame.data) :] = 0
         select = slice(None) if keep.all() else keep  # usually every line is a frame: no copies
@@ -176,6 +181,7 @@ class CandumpLogReader:
             is_error=fast.is_error[select],
             length=fast.length[select],
             data=data[select],
+            bitrate_switch=fast.bitrate_switch[select],
         )
 
 
@@ -191,6 +197,7 @@ class _FastParse(NamedTuple):
     is_error: np.ndarray
     length: np.ndarray
     data: np.ndarray
+    bitrate_switch: np.ndarray
 
 
 #: Window columns when a line's window is aligned so that its ')' sits at `_CLOSE`.
@@ -264,7 +271,8 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
     ok &= id_ok
     raw_id = raw_id.view(">u4").ravel().astype(np.uint32)
     is_fd = frame[:, _HASH + 1] == ord("#")
-    ok &= ~is_fd | (_HEX[frame[:, _HASH + 2]] < 16)
+    fd_flags = _HEX[frame[:, _HASH + 2]]
+    ok &= ~is_fd | (fd_flags < 16)
     any_fd = bool(is_fd.any())
     data_start = hash_at + np.where(is_fd, 3, 1) if any_fd else hash_at + 1
     trailer = (buf[np.maximum(ends - 2, 0)] == 32) & np.isin(buf[np.maximum(ends - 1, 0)], _RT)
@@ -303,6 +311,7 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
         is_error=((raw_id & _CAN_ERR_FLAG) != 0) & ((raw_id & _CAN_ERR_BUSERROR) != 0),
         length=length,
         data=data,
+        bitrate_switch=is_fd & ((fd_flags & _CANFD_BRS) != 0),
     )
 
 

@@ -33,6 +33,8 @@ class FrameBatch:
     is_error: np.ndarray  # bool
     length: np.ndarray  # int16 number of payload bytes
     data: np.ndarray  # uint8 (rows x width)
+    #: bool: CAN FD frames sent with a bit-rate switch (BRS); None when the reader sees no such flag
+    bitrate_switch: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.timestamp)
@@ -50,6 +52,7 @@ class FrameBatch:
             is_remote_frame=bool(self.is_remote[row]),
             is_error_frame=bool(self.is_error[row]),
             data=bytes(self.data[row, : self.length[row]]),
+            bitrate_switch=bool(self.bitrate_switch[row]) if self.bitrate_switch is not None else False,
             check=False,
         )
 
@@ -96,6 +99,7 @@ def batch_from_messages(messages: Sequence[can.Message]) -> FrameBatch:
         is_error=np.fromiter((m.is_error_frame for m in messages), bool, count),
         length=np.fromiter((len(m.data) for m in messages), np.int16, count),
         data=data,
+        bitrate_switch=np.fromiter((m.bitrate_switch for m in messages), bool, count),
     )
 
 
@@ -137,6 +141,18 @@ def concatenate(batches: Sequence[FrameBatch]) -> FrameBatch:
         is_error=np.concatenate([batch.is_error for batch in batches]),
         length=np.concatenate([batch.length for batch in batches]),
         data=data,
+        bitrate_switch=_concatenate_optional([batch.bitrate_switch for batch in batches], batches),
+    )
+
+
+def _concatenate_optional(parts: list[np.ndarray | None], batches: Sequence[FrameBatch]) -> np.ndarray | None:
+    if all(part is None for part in parts):
+        return None
+    return np.concatenate(
+        [
+            np.zeros(len(batch), bool) if part is None else part
+            for part, batch in zip(parts, batches, strict=True)
+        ]
     )
 
 
