@@ -209,8 +209,13 @@ _STAMP_COLUMNS = np.r_[1:11, 12:18]
 #: Window columns when aligned so that '#' after the identifier sits at `_HASH`.
 _HASH = 8
 _FRAME_WINDOW = 32
-_RT = np.frombuffer(b"RrTt", np.uint8)
+_RT = np.zeros(256, bool)
+_RT[list(b"RrTt")] = True
 _ZERO = np.uint8(48)
+#: Eight ASCII '0's in a 64-bit word, and masks keeping the lowest / highest k bytes of a word (k = 0..8).
+_ZEROS_WORD = np.uint64(0x3030303030303030)
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)
+_HIGH_BYTES = np.array([((1 << 64) - 1) ^ ((1 << (8 * (8 - k))) - 1) for k in range(9)], np.uint64)
 
 
 def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastParse:
@@ -266,8 +271,9 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
     # 'ID#DATA' or 'ID##FDATA', optionally followed by ' R' or ' T'
     ok &= hash_at - _HASH <= last_window
     frame = frames[np.where(ok, hash_at - _HASH, 0)]
-    id_text = np.where(np.arange(_HASH) >= (_HASH - id_length)[:, None], frame[:, :_HASH], _ZERO)
-    raw_id, id_ok = _unhex(id_text)
+    # the ID's digits end at the '#': keep the last id_length bytes of the 8 before it, '0' elsewhere
+    id_text = _zero_fill(np.ascontiguousarray(frame[:, :_HASH]).view("<u8"), _HIGH_BYTES, id_length)
+    raw_id, id_ok = _unhex(id_text.view(np.uint8), copy=False)
     ok &= id_ok
     raw_id = raw_id.view(">u4").ravel().astype(np.uint32)
     is_fd = frame[:, _HASH + 1] == ord("#")
@@ -275,7 +281,7 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
     ok &= ~is_fd | (fd_flags < 16)
     any_fd = bool(is_fd.any())
     data_start = hash_at + np.where(is_fd, 3, 1) if any_fd else hash_at + 1
-    trailer = (buf[np.maximum(ends - 2, 0)] == 32) & np.isin(buf[np.maximum(ends - 1, 0)], _RT)
+    trailer = (buf[np.maximum(ends - 2, 0)] == 32) & _RT[buf[np.maximum(ends - 1, 0)]]
     characters = ends - np.where(trailer, 2, 0) - data_start
     ok &= (characters >= 0) & (characters % 2 == 0) & (characters <= 128)
     first = buf[np.minimum(data_start, last_byte)]
@@ -288,9 +294,17 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
             is_fd[:, None], frame[:, _HASH + 3 : _HASH + 19], frame[:, _HASH + 1 : _HASH + 17]
         )
     else:
-        hex_text = frame[:, _HASH + 1 : _HASH + 17].copy()
-    partial = np.flatnonzero(length < 8)  # hide what follows a short payload ('0' is harmless hex)
-    hex_text[partial] = np.where(np.arange(16) < 2 * length[partial, None], hex_text[partial], _ZERO)
+        hex_text = np.ascontiguousarray(frame[:, _HASH + 1 : _HASH + 17])
+    # hide what follows a short payload ('0' is harmless hex), one 64-bit word (8 characters) at a time
+    digits = 2 * length.astype(np.int64)
+    words = hex_text.view("<u8")
+    hex_text = np.stack(
+        [
+            _zero_fill(words[:, 0], _LOW_BYTES, np.clip(digits, 0, 8)),
+            _zero_fill(words[:, 1], _LOW_BYTES, np.clip(digits - 8, 0, 8)),
+        ],
+        axis=1,
+    ).view(np.uint8)
     data, data_ok = _unhex(hex_text)
     ok &= data_ok
     long_rows = np.flatnonzero(ok & (length > 8))
@@ -378,12 +392,19 @@ def _decimal8(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (words * np.uint64(10000) + (words >> np.uint64(32))) & np.uint64(0xFFFFFFFF), valid
 
 
-def _unhex(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hex text rows (even width) to byte rows, and which rows were valid hex."""
+def _zero_fill(words: np.ndarray, masks: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Text words with the bytes outside `masks[keep]` (per row) replaced by ASCII '0'."""
+    mask = masks[np.clip(keep, 0, 8)].reshape(words.shape)
+    return (words & mask) | (_ZEROS_WORD & ~mask)
+
+
+def _unhex(text: np.ndarray, copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Hex text rows (even width) to byte rows, and which rows were valid hex (`copy`: writable)."""
     rows, width = text.shape
     try:
         raw = binascii.unhexlify(np.ascontiguousarray(text).tobytes())
-        return np.frombuffer(raw, np.uint8).reshape(rows, width // 2).copy(), np.ones(rows, bool)
+        values = np.frombuffer(raw, np.uint8).reshape(rows, width // 2)
+        return values.copy() if copy else values, np.ones(rows, bool)
     except (binascii.Error, ValueError):
         nibbles = _HEX[text]
         valid = ~_any_per_row(nibbles > 15) if width % 8 == 0 else np.all(nibbles < 16, axis=1)
