@@ -13,6 +13,7 @@ committed after every `stats_interval` seconds, and of the last batch before a c
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -52,6 +53,13 @@ from firmware_agent.vss import VssMap
 POLL_INTERVAL = 0.1
 #: Chunks processed back to back before the loop looks at events, polls and heartbeats again.
 CHUNKS_PER_TURN = 64
+#: CPython's cyclic-GC thresholds while `Agent.run()` runs (restored when it returns). The live path
+#: allocates a few short-lived containers per frame (the frame, its record, its values), so with the
+#: default young-generation threshold of 700 the collector ran every ~200 frames and kept promoting the
+#: rows held for open batches, whose older generations it then walked again and again. Everything is
+#: still freed by reference counting at once; only reference cycles wait longer. `bench/pipeline.py`
+#: measures the effect (see the README's speed table).
+GC_THRESHOLDS = (50_000, 20, 100)
 
 Hook = Callable[[Mapping[str, Any]], None]
 
@@ -308,6 +316,8 @@ class Agent:
             self.on_ready()
         status = 0
         next_heartbeat = time.monotonic()
+        gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             while not stop.is_set():
                 self._turn()
@@ -322,7 +332,10 @@ class Agent:
                 if self.config.exit_at_end and self._data_ended():
                     break
         finally:
-            self._shutdown(wait_for_all=self.config.exit_at_end and status == 0, stop=stop)
+            try:
+                self._shutdown(wait_for_all=self.config.exit_at_end and status == 0, stop=stop)
+            finally:
+                gc.set_threshold(*gc_thresholds)
         return status
 
     def _turn(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
@@ -82,6 +83,7 @@ def test_live_virtual_bus_with_identity_hooks_and_clean_stop(mosquitto: Mosquitt
     status: list[int] = []
     runner = threading.Thread(target=lambda: status.append(agent.run(stop)))
     frames = speed_frames(300)
+    gc_thresholds = gc.get_threshold()
     with Subscriber(backend_broker(mosquitto), ["vehicles/+/telemetry"]) as subscriber:
         runner.start()
         assert ready.wait(10)
@@ -100,6 +102,7 @@ def test_live_virtual_bus_with_identity_hooks_and_clean_stop(mosquitto: Mosquitt
         while (item := subscriber.get(2.0)) is not None:
             payloads.append(pycose_verify(item[1], item[0], key))
     assert status == [0]
+    assert gc.get_threshold() == gc_thresholds  # raised only while the agent ran
     speeds = [s.value for s in observer.samples if s.name == "Vehicle.Speed"]
     assert speeds == [float(i % 200) for i in range(300)]
     sent = [v for p in payloads for v in p.signals.get("Vehicle.Speed", ([], []))[1]]
