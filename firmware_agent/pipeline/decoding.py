@@ -6,6 +6,10 @@ frame whose message nobody wants, or that no database knows, costs one dict look
 where the speed of the live path comes from, together with the kernel filters built by
 `kernel_filters()`.
 
+The live path takes one `FrameRecord` per frame (`collect.records`: timestamp, the `SignalGroup` of the
+wanted names, the tuple of values) rather than a `Sample` per value; for a message without multiplexers
+the tuple comes straight from a `compile_row` decoder that computes only the wanted signals.
+
 E2E checks apply to the protected messages the pipeline uses; a frame they drop is not decoded.
 """
 
