@@ -2,7 +2,8 @@
 
 Public API: `load_campaigns` / `loads_campaigns` / `parse_campaigns` / `campaigns_for_option` (campaign
 definitions), `SignalNames` (name validation and VSS aliases), `parse_condition` / `Evaluator` (the
-condition language) and `Collector` (samples in, batches out). See `docs/campaigns.md`.
+condition language), `Collector` (samples or frame records in, batches out) and `FrameRecord` /
+`SignalGroup` / `samples_of` (the record hand-over from decoding). See `docs/campaigns.md`.
 """
 
 from firmware_agent.collect.campaign import (
@@ -18,6 +19,7 @@ from firmware_agent.collect.campaign import (
 from firmware_agent.collect.collector import Collector
 from firmware_agent.collect.conditions import ConditionError, Evaluator, Expression, parse_condition
 from firmware_agent.collect.names import SignalNames, UnknownSignal
+from firmware_agent.collect.records import FrameRecord, SignalGroup, samples_of
 
 __all__ = [
     "Campaign",
@@ -26,6 +28,8 @@ __all__ = [
     "ConditionError",
     "Evaluator",
     "Expression",
+    "FrameRecord",
+    "SignalGroup",
     "SignalNames",
     "UnknownSignal",
     "builtin_all",
@@ -35,4 +39,5 @@ __all__ = [
     "needed_signals",
     "parse_campaigns",
     "parse_condition",
+    "samples_of",
 ]
