@@ -31,7 +31,7 @@ def open_bus(channel: str, **kwargs: Any) -> SocketcanBus:
 
 
 def hold_everything(bus: SocketcanBus) -> None:
-    """vcan drops nothing, but a socket's receive queue does when full: make it hold a whole replay."""
+    """A socket's receive queue drops frames when it is full: make it hold a whole replay."""
     bus.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 * 1024 * 1024)
 
 
