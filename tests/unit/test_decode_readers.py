@@ -13,7 +13,7 @@ import pytest
 
 from firmware_agent.decode.readers import detect_format, open_capture
 from firmware_agent.decode.readers.candump_console import CandumpConsoleReader
-from firmware_agent.decode.readers.candump_log import CandumpLogReader, _parse_fast, parse_line
+from firmware_agent.decode.readers.candump_log import CandumpLogReader, _parse_fast, _uniform_head, parse_line
 from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
 from tests.conftest import SHARED_DATA
@@ -296,3 +296,42 @@ def test_gzipped_candump_log_reads_like_the_plain_one(tmp_path: Path, rav4_captu
     assert len(ours) == len(theirs) == 20_000
     for mine, reference in zip(ours, theirs, strict=True):
         _same_frame(mine, reference)
+
+
+@pytest.mark.parametrize("odd_line", [None, "(1533226487.5) can0 123#11", "(1533226487.000001) vcan0 123#11"])
+def test_blocks_of_one_line_shape_parse_like_the_per_line_parser(odd_line: str | None) -> None:
+    # candump's usual output (ten-digit seconds, one channel-name length, one ID length) is read at fixed
+    # columns; one line of another shape sends the block through the general path: same frames either way
+    rng = random.Random(11)
+    lines = []
+    for _ in range(2000):
+        stamp = f"({rng.randrange(10**9, 10**10)}.{rng.randrange(10**6):06d})"
+        frame_id = f"{rng.randrange(1 << 11):03X}"
+        if rng.random() < 0.2:
+            flags = rng.choice("0123456789ABCDEFabcdef")
+            payload = "#" + flags + bytes(rng.randrange(256) for _ in range(rng.choice([0, 8, 12, 64]))).hex()
+        else:
+            payload = bytes(rng.randrange(256) for _ in range(rng.randint(0, 8))).hex()
+        trailer = rng.choice(["", " R", " T"])
+        lines.append(f"{stamp} {rng.choice(['can0', 'can1'])} {frame_id}#{payload}{trailer}".encode())
+    if odd_line is not None:
+        lines.insert(1000, odd_line.encode())
+    text = b"\n".join(lines) + b"\n"
+    buf = np.frombuffer(text, np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    uniform = _uniform_head(buf, np.concatenate(([0], newlines[:-1] + 1)), newlines)
+    assert (uniform is None) == (odd_line is not None)
+    frames, stats = _read_log(text)
+    assert stats.malformed == 0
+    expected = [parse_line(line) for line in lines]
+    assert len(frames) == len(expected)
+    for ours, reference in zip(frames, expected, strict=True):
+        assert reference is not None
+        assert (ours.timestamp, ours.channel, ours.arbitration_id, ours.is_fd, ours.bitrate_switch) == (
+            reference.timestamp,
+            reference.channel,
+            reference.arbitration_id,
+            reference.is_fd,
+            reference.bitrate_switch,
+        )
+        assert bytes(ours.data) == reference.data

@@ -82,10 +82,12 @@ class CandumpConsoleReader:
         return self._blocks.bytes_read
 
     def __iter__(self) -> Iterator[FrameBatch]:
-        for block, first_line in self._blocks:
+        first_line = 1
+        for block in self._blocks:
             now = time.time()
             frames: list[Frame] = []
-            for offset, line in enumerate(block.split(b"\n")[:-1]):
+            lines = block.split(b"\n")[:-1]
+            for offset, line in enumerate(lines):
                 try:
                     frame = parse_line(line, now)
                 except ValueError:
@@ -98,6 +100,7 @@ class CandumpConsoleReader:
                     continue
                 if frame is not None:
                     frames.append(frame)
+            first_line += len(lines)
             if frames:
                 yield batch_from_frames(frames)
 

@@ -117,15 +117,23 @@ class CandumpLogReader:
         return self._blocks.bytes_read
 
     def __iter__(self) -> Iterator[FrameBatch]:
-        for block, first_line in self._blocks:
-            batch = self.parse_block(block, first_line)
+        first_line = 1
+        for block in self._blocks:
+            buf = np.frombuffer(block, np.uint8)
+            newlines = np.flatnonzero(buf == 10)
+            batch = self.parse_block(block, first_line, newlines)
+            first_line += len(newlines)
             if len(batch):
                 yield batch
 
-    def parse_block(self, block: bytes, first_line: int) -> FrameBatch:
-        """Parse a block of whole lines (ending with a newline) whose first line is `first_line`."""
+    def parse_block(self, block: bytes, first_line: int, newlines: np.ndarray | None = None) -> FrameBatch:
+        """Parse a block of whole lines (ending with a newline) whose first line is `first_line`.
+
+        `newlines`: the offsets of the block's newlines, if the caller has them already.
+        """
         buf = np.frombuffer(block, np.uint8)
-        newlines = np.flatnonzero(buf == 10)
+        if newlines is None:
+            newlines = np.flatnonzero(buf == 10)
         starts = np.concatenate(([0], newlines[:-1] + 1))
         ends = newlines - ((buf[np.maximum(newlines - 1, 0)] == 13) & (newlines > starts))
         fast = _parse_fast(block, starts, ends)
@@ -218,55 +226,34 @@ _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)
 _HIGH_BYTES = np.array([((1 << 64) - 1) ^ ((1 << (8 * (8 - k))) - 1) for k in range(9)], np.uint64)
 
 
+class _Head(NamedTuple):
+    """'(SECONDS.MICROS) CHANNEL ID#' of every line: where each line's '#' is, and what precedes it."""
+
+    ok: np.ndarray
+    timestamp: np.ndarray
+    channels: list[str]
+    channel: np.ndarray
+    id_length: np.ndarray
+    hash_at: np.ndarray
+
+
 def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastParse:
     """Parse every line of the usual shape at once; `ok` marks the rows it could parse.
 
-    Each line gets a 64-byte window aligned on its ')' and one aligned on its '#', so every field sits
-    at fixed columns; decimal digits are combined eight at a time inside 64-bit words, hex goes through
-    `binascii.unhexlify`.
+    Each line's head ('(SECONDS.MICROS) CHANNEL ID#') is parsed either at fixed columns, when every
+    line of the block has the first line's field widths (`_uniform_head`, the usual case), or from a
+    64-byte window aligned on the line's ')' (`_aligned_head`). Then a window aligned on its '#' puts
+    the ID and payload at fixed columns; hex goes through `binascii.unhexlify`.
     """
     count = len(starts)
     if len(block) < _WINDOW:
         block += bytes(_WINDOW)  # the last windows must exist (tail lines are sent to the slow path)
     buf = np.frombuffer(block, np.uint8)
-    windows = sliding_window_view(buf, _WINDOW)
     frames = sliding_window_view(buf, _FRAME_WINDOW)
     last_window = len(buf) - _WINDOW
     last_byte = len(buf) - 1
-
-    # Align each line's window on its ')': candump writes ten integer digits, python-can fewer.
-    close = starts + _CLOSE
-    elsewhere = np.flatnonzero(buf[np.minimum(close, last_byte)] != ord(")"))
-    if len(elsewhere):
-        closings = np.flatnonzero(buf == ord(")"))
-        close[elsewhere] = np.append(closings, len(buf) - _WINDOW)[
-            np.searchsorted(closings, starts[elsewhere])
-        ]
-    close_offset = close - starts
-    ok = (buf[starts] == ord("(")) & (close_offset >= 9) & (close_offset <= _CLOSE) & (close < ends)
-    ok &= close - _CLOSE <= last_window
-    line = windows[np.clip(close - _CLOSE, 0, last_window)]
-
-    # (SECONDS.MICROS): the exact count of microseconds (below 2**53) divided by 1e6 is one correctly
-    # rounded division, so it is the same double as float(text).
-    digits = line[:, _STAMP_COLUMNS]
-    short = np.flatnonzero(close_offset < _CLOSE)
-    if len(short):
-        hidden = np.arange(10) < (_CLOSE - close_offset[short])[:, None]  # columns left of the first digit
-        digits[short, :10] = np.where(hidden, _ZERO, digits[short, :10])
-    words, digits_ok = _decimal8(digits)
-    ok &= (line[:, 11] == ord(".")) & digits_ok
-    micros = words[:, 0] * np.uint64(100_000_000) + words[:, 1]
-    ok &= micros < np.uint64(1 << 53)
-    timestamp = micros.astype(np.float64) / 1e6
-
-    # ' CHANNEL ID#'
-    ok &= line[:, _CLOSE + 1] == 32
-    after = line[:, _CHANNEL : _CHANNEL + 32]
-    channel_length, id_length = _field_lengths(after)
-    hash_offset = channel_length + 1 + id_length
-    ok &= (channel_length >= 1) & (id_length >= 1) & (id_length <= 8)
-    hash_at = close + 2 + hash_offset
+    head = _uniform_head(buf, starts, ends) or _aligned_head(buf, starts, ends)
+    ok, timestamp, names, channel, id_length, hash_at = head
 
     # 'ID#DATA' or 'ID##FDATA', optionally followed by ' R' or ' T'
     ok &= hash_at - _HASH <= last_window
@@ -312,7 +299,6 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
         data = _long_payloads(buf, data, long_rows, data_start[long_rows], length, ok)
 
     length[~ok] = 0
-    names, channel = _channel_codes(after[:, :16], channel_length, ok)
     return _FastParse(
         ok=ok,
         timestamp=timestamp,
@@ -327,6 +313,84 @@ def _parse_fast(block: bytes, starts: np.ndarray, ends: np.ndarray) -> _FastPars
         data=data,
         bitrate_switch=is_fd & ((fd_flags & _CANFD_BRS) != 0),
     )
+
+
+def _uniform_head(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _Head | None:
+    """The heads of a block whose lines all have the first line's field widths (ten integer digits of
+    seconds, one channel name length up to 8, one ID length), read at fixed columns; else None.
+    """
+    if not len(starts):
+        return None
+    first = bytes(buf[starts[0] : min(ends[0], starts[0] + _CHANNEL + 18)])
+    channel_length = first.find(b" ", _CHANNEL) - _CHANNEL
+    hash_offset = first.find(b"#", _CHANNEL + channel_length + 1)
+    id_length = hash_offset - (_CHANNEL + channel_length + 1)
+    if not (first.startswith(b"(") and first[_CLOSE : _CLOSE + 2] == b") "):
+        return None
+    if not (1 <= channel_length <= 8 and 1 <= id_length <= 8):
+        return None
+    if int((ends - starts).min()) <= hash_offset:
+        return None
+    # each line's first 32 bytes (the block zero-padded so that the last line has them too)
+    line = sliding_window_view(np.concatenate([buf, np.zeros(32, np.uint8)]), 32)[starts]
+    shape = (line[:, 0] == ord("(")) & (line[:, 11] == ord(".")) & (line[:, _CLOSE] == ord(")"))
+    shape &= (line[:, _CLOSE + 1] == 32) & (line[:, _CHANNEL + channel_length] == 32)
+    shape &= buf[starts + hash_offset] == ord("#")
+    if not shape.all():
+        return None
+    names_text = line[:, _CHANNEL : _CHANNEL + 8]
+    if (names_text[:, :channel_length] <= 32).any():  # whitespace inside: not one field
+        return None
+    words, ok = _decimal8(line[:, _STAMP_COLUMNS])
+    micros = words[:, 0] * np.uint64(100_000_000) + words[:, 1]
+    ok &= micros < np.uint64(1 << 53)
+    count = len(starts)
+    names, channel = _channel_codes(names_text, np.full(count, channel_length), ok)
+    return _Head(
+        ok, micros.astype(np.float64) / 1e6, names, channel, np.full(count, id_length), starts + hash_offset
+    )
+
+
+def _aligned_head(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _Head:
+    """The heads of lines of any shape candump or python-can write, through windows aligned on ')'."""
+    windows = sliding_window_view(buf, _WINDOW)
+    last_window = len(buf) - _WINDOW
+    last_byte = len(buf) - 1
+    # Align each line's window on its ')': candump writes ten integer digits, python-can fewer.
+    close = starts + _CLOSE
+    elsewhere = np.flatnonzero(buf[np.minimum(close, last_byte)] != ord(")"))
+    if len(elsewhere):
+        closings = np.flatnonzero(buf == ord(")"))
+        close[elsewhere] = np.append(closings, len(buf) - _WINDOW)[
+            np.searchsorted(closings, starts[elsewhere])
+        ]
+    close_offset = close - starts
+    ok = (buf[starts] == ord("(")) & (close_offset >= 9) & (close_offset <= _CLOSE) & (close < ends)
+    ok &= close - _CLOSE <= last_window
+    line = windows[np.clip(close - _CLOSE, 0, last_window)]
+
+    # (SECONDS.MICROS): the exact count of microseconds (below 2**53) divided by 1e6 is one correctly
+    # rounded division, so it is the same double as float(text).
+    digits = line[:, _STAMP_COLUMNS]
+    short = np.flatnonzero(close_offset < _CLOSE)
+    if len(short):
+        hidden = np.arange(10) < (_CLOSE - close_offset[short])[:, None]  # columns left of the first digit
+        digits[short, :10] = np.where(hidden, _ZERO, digits[short, :10])
+    words, digits_ok = _decimal8(digits)
+    ok &= (line[:, 11] == ord(".")) & digits_ok
+    micros = words[:, 0] * np.uint64(100_000_000) + words[:, 1]
+    ok &= micros < np.uint64(1 << 53)
+    timestamp = micros.astype(np.float64) / 1e6
+
+    # ' CHANNEL ID#'
+    ok &= line[:, _CLOSE + 1] == 32
+    after = line[:, _CHANNEL : _CHANNEL + 32]
+    channel_length, id_length = _field_lengths(after)
+    hash_offset = channel_length + 1 + id_length
+    ok &= (channel_length >= 1) & (id_length >= 1) & (id_length <= 8)
+    hash_at = close + 2 + hash_offset
+    names, channel = _channel_codes(after[:, :16], channel_length, ok)
+    return _Head(ok, timestamp, names, channel, id_length, hash_at)
 
 
 def _field_lengths(after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Reading a line-oriented capture in blocks of whole lines, counting line numbers as it goes."""
+"""Reading a line-oriented capture in blocks of whole lines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ DEFAULT_BLOCK_BYTES = 2 << 20
 
 
 class LineBlocks:
-    """Iterate `(block, first_line_number)` over a binary stream; every block ends with a newline.
+    """Iterate over a binary stream in blocks of whole lines; every block ends with a newline.
+
+    Readers number lines themselves (they split the block into lines anyway), so no pass here counts them.
 
     Pipes (`-`) are read with `read1` so that frames from a live `candump` come out as they arrive.
     `bytes_read` tells a progress bar how far the reader has got.
@@ -31,9 +33,8 @@ class LineBlocks:
         chunk: bytes = read1(self._block_bytes) if read1 is not None else self._stream.read(self._block_bytes)
         return chunk
 
-    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+    def __iter__(self) -> Iterator[bytes]:
         carry = b""
-        line_number = 1
         while True:
             chunk = self._read()
             self.bytes_read += len(chunk)
@@ -45,7 +46,6 @@ class LineBlocks:
                 carry = data
                 continue
             block, carry = data[: cut + 1], data[cut + 1 :]
-            yield block, line_number
-            line_number += block.count(b"\n")
+            yield block
         if carry:
-            yield carry + b"\n", line_number
+            yield carry + b"\n"
