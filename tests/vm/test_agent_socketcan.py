@@ -89,37 +89,39 @@ def collect(frames: FrameQueue, into: list[can.Message]) -> list[can.Message]:
     return into
 
 
+def filter_entries(interface: str) -> list[list[str]]:
+    """The kernel's mask/value receive filters on `interface` (/proc/net/can/rcvlist_fil), one list of
+    columns each: device can_id can_mask function userdata matches ident."""
+    lines = Path("/proc/net/can/rcvlist_fil").read_text().splitlines()
+    return [line.split() for line in lines if line.split()[:1] == [interface]]
+
+
 def test_socketcan_source_filters_in_the_kernel(scratch_interface: str) -> None:
     wanted = KernelFilter(can_id=0x101, can_mask=0x7FF, extended=False)
     reader, frames = start_reader(f"socketcan:{scratch_interface}", [wanted])
     received: list[can.Message] = []
     try:
+        # python-can binds the socket before it sets CAN_RAW_FILTER, so frames sent in between would pass
+        # unfiltered: send only once the kernel holds the source's filter. The EFF bit in its mask keeps
+        # extended frames out.
+        wait_for(lambda: bool(filter_entries(scratch_interface)), "the source's filter in the kernel")
+        entries = filter_entries(scratch_interface)
+        assert [(e[1], e[2], e[6]) for e in entries] == [("101", "800007ff", "raw")], entries
         with open_bus(scratch_interface) as sender:
-
-            def marker_arrived() -> bool:
-                for arbitration_id in (0x100, 0x102, 0x101):
-                    sender.send(
-                        can.Message(arbitration_id=arbitration_id, data=b"\x01", is_extended_id=False)
-                    )
-                return any(m.arbitration_id == 0x101 for m in collect(frames, received))
-
-            wait_for(marker_arrived, f"frame 0x101 through the source on {scratch_interface}")
-            # The kernel holds the source's filter in the interface's receive list and counts its matches
-            # (columns: device can_id can_mask function userdata matches ident); the mask's EFF bit
-            # keeps extended frames out.
-            entries = [
-                line.split()
-                for line in Path("/proc/net/can/rcvlist_fil").read_text().splitlines()
-                if line.split()[:1] == [scratch_interface]
-            ]
-            assert [(e[1], e[2], e[6]) for e in entries] == [("101", "800007ff", "raw")], entries
-            assert int(entries[0][5]) >= 1
+            for arbitration_id in (0x100, 0x102, 0x101):
+                sender.send(can.Message(arbitration_id=arbitration_id, data=b"\x01", is_extended_id=False))
+            wait_for(
+                lambda: any(m.arbitration_id == 0x101 for m in collect(frames, received)),
+                f"frame 0x101 through the source on {scratch_interface}",
+            )
+        # The kernel counted exactly one match for the filter: the rejection happened there.
+        assert int(filter_entries(scratch_interface)[0][5]) == 1
     finally:
         reader.stop()
     collect(frames, received)
-    assert {m.arbitration_id for m in received} == {0x101}
-    assert reader.frames_in == len(received)
-    assert all(m.channel == scratch_interface for m in received)
+    assert [m.arbitration_id for m in received] == [0x101]
+    assert reader.frames_in == 1
+    assert received[0].channel == scratch_interface
 
 
 def test_socketcan_source_survives_the_simulators_link_down(scratch_interface: str) -> None:
