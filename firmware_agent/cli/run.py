@@ -8,7 +8,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from firmware_agent.service.agent import Agent
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -86,4 +89,21 @@ def _do_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    return agent.run(stop)
+    status = agent.run(stop)
+    print(_run_summary(agent), file=sys.stderr)
+    return status
+
+
+def _run_summary(agent: Agent) -> str:
+    """One line for the operator when the agent stops: what came in, what went out, what was lost."""
+    counts = agent.counters()
+    frames = sum(v for k, v in counts.items() if k.startswith("bus.") and k.endswith(".frames_in"))
+    dropped = sum(v for k, v in counts.items() if k.startswith("bus.") and k.endswith(".frames_dropped"))
+    e2e_dropped = counts.get("e2e.e2e_dropped", 0)
+    return (
+        f"firmware-agent run: {frames:,} frames from {len(agent.readers)} source(s) ({dropped:,} dropped, "
+        f"{e2e_dropped:,} failed E2E), {counts.get('decode.samples', 0):,} samples decoded, "
+        f"{counts.get('collect.samples_collected', 0):,} collected; {agent.batches_committed:,} batches "
+        f"committed, {counts.get('uploader.acknowledged', 0):,} acknowledged, "
+        f"{counts.get('uploader.dead_lettered', 0):,} dead-lettered"
+    )
