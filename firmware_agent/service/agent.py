@@ -69,7 +69,9 @@ def load_signer(path: Path) -> Signer:
     if path.is_dir():
         return Signer(Keyring(path).active_key())
     if not path.exists():
-        raise UserError(f"{path}: no signing key; create one with `firmware-agent keys generate --out {path}`")
+        raise UserError(
+            f"{path}: no signing key; create one with `firmware-agent keys generate --out {path}`"
+        )
     return Signer(load_private_key(path))
 
 
