@@ -129,7 +129,10 @@ class Agent:
         )
         signer = load_signer(config.signing_key)
         self.sealer = BatchSealer(config.vehicle_id, signer, self._counters_when_due)
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{config.state_dir}: cannot create the state directory: {exc.strerror}") from exc
         self.outbox = Outbox(config.outbox_path, self.sealer, config.outbox_max_bytes)
         uploader_config = UploaderConfig(
             broker=broker, vehicle_id=config.vehicle_id, max_inflight=config.broker.max_inflight

@@ -134,3 +134,17 @@ def test_missing_signing_key_is_a_user_error(tmp_path: Path, capsys: pytest.Capt
     )
     assert status == 2
     assert "keys generate" in capsys.readouterr().err
+
+
+def test_state_dir_that_is_a_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware_agent.telemetry.keys import generate_private_key
+
+    key = tmp_path / "key.pem"
+    generate_private_key(key)
+    state = tmp_path / "state"
+    state.write_text("not a folder")
+    argv = ["run", "--source", "virtual:x", "--broker", "mqtt://127.0.0.1:1", "--vehicle-id", "v1"]
+    status = main([*argv, "--signing-key", str(key), "--state-dir", str(state)])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{state}: cannot create the state directory" in err[0]
