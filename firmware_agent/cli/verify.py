@@ -89,6 +89,10 @@ def _do_verify(args: argparse.Namespace) -> int:
         raise UserError("give either dump files or --broker URL")
     if not args.broker and (args.save or args.count is not None or args.timeout is not None):
         raise UserError("--save, --count and --timeout need --broker")
+    if args.count is not None and args.count < 1:
+        raise UserError(f"--count {args.count}: must be at least 1")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout {args.timeout}: must be a positive number of seconds")
     keys: dict[bytes, Ed25519PublicKey] = {}
     owners: dict[bytes, str] = {}
     for spec in args.public_key:

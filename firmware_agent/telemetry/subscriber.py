@@ -113,7 +113,13 @@ class Subscriber:
             self._error = f"connection refused: {reason}"
             self._ready.set()
             return
-        client.subscribe([(topic, 1) for topic in self.topics])
+        try:
+            client.subscribe([(topic, 1) for topic in self.topics])
+        except (
+            ValueError
+        ) as exc:  # paho checks the filters here (e.g. `a/#/b`); raising would kill its thread
+            self._error = f"cannot subscribe to {', '.join(self.topics)}: {exc}"
+            self._ready.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._error = "cannot connect (broker down, TLS handshake or certificate refused)"

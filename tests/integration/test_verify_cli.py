@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from firmware_agent.telemetry.keys import public_key_pem
 from tests.integration.mosquitto import Mosquitto, backend_broker, vehicle_broker
 from tests.integration.telemetry_helpers import make_vehicle
@@ -69,3 +71,15 @@ def test_verify_subscribes_over_mtls_saves_and_rejects_a_doctored_dump(
     assert proc.returncode == 1
     kinds = [line.split(": ")[1] for line in err.splitlines() if line.startswith(str(tmp_path))]
     assert kinds == ["bad_signature", "wrong_topic", "replay"], err
+
+
+def test_verify_bad_topic_filter_and_count_are_one_line_errors(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    pub = tmp_path / "v.pub"
+    pub.write_text(public_key_pem(Ed25519PrivateKey.generate().public_key()))
+    for extra, needle in (
+        (["--topic", "vehicles/#/telemetry", "--timeout", "5"], "cannot subscribe to vehicles/#/telemetry"),
+        (["--count", "0"], "--count 0: must be at least 1"),
+    ):
+        _, err = _verify("--broker", mosquitto.url, "--public-key", str(pub), *extra).communicate(timeout=30)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], err
