@@ -181,13 +181,12 @@ class SourceReader:
                 self.source.close()
                 if not self.source.live:
                     raise UserError(f"source {self.source.spec.text!r}: {exc}") from exc
-                if self._gap is None:
+                if self._gap is None:  # a new outage (frames flowed since the last one): back off afresh
                     self._gap = (self.clock(), _reason(exc))
+                    backoff = self.settings.backoff_initial
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, self.settings.backoff_max)
-            else:
-                backoff = self.settings.backoff_initial
 
     def _pump(self) -> None:
         """Read frames and hand them over in chunks until the source ends or `stop()` is called."""
