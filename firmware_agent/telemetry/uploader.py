@@ -263,6 +263,9 @@ class Uploader:
 
     def _run(self) -> None:
         while not self._stopping:
+            # Cleared before the work, not after the wait: a wake-up set while this turn runs (a commit, a
+            # PUBACK, `flush()`, `stop()`) then ends the wait at once instead of being lost for a second.
+            self._wake.clear()
             with self._progress:
                 self._iteration += 1
                 iteration = self._iteration
@@ -280,7 +283,6 @@ class Uploader:
                     self._idle_at = iteration
                     self._progress.notify_all()
             self._wake.wait(timeout=1.0)
-            self._wake.clear()
 
     def _resolve_completions(self) -> None:
         acknowledged = []
