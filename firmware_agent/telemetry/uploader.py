@@ -285,20 +285,31 @@ class Uploader:
             self._wake.wait(timeout=1.0)
 
     def _resolve_completions(self) -> None:
-        acknowledged = []
-        while self._completions:
-            mid, reason = self._completions.popleft()
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
-                continue  # a status message
-            if reason.is_failure:
-                self._outbox.dead_letter(seq, f"PUBACK 0x{reason.value:02x} {reason}")
-                self._count("dead_lettered")
-                log.warning("uploader: broker refused batch %d for good: %s", seq, reason)
-            else:
-                acknowledged.append(seq)
-        if acknowledged:  # one transaction (one fsync) for every PUBACK of this turn
-            self._outbox.acknowledge_many(acknowledged)
+        """Apply the PUBACKs paho reported. A completion leaves the queue and `_inflight` only once the
+        outbox has recorded it: if the outbox raises (e.g. the database is locked), the rest stay queued
+        and the worker retries them on its next turn, rather than forgetting batches still in the outbox."""
+        acknowledged: list[tuple[int, ReasonCode]] = []
+        try:
+            while self._completions:
+                mid, reason = self._completions[0]  # only this thread pops: it stays the head
+                seq = self._inflight.get(mid)
+                if seq is not None and reason.is_failure:
+                    self._outbox.dead_letter(seq, f"PUBACK 0x{reason.value:02x} {reason}")
+                    del self._inflight[mid]
+                    self._count("dead_lettered")
+                    log.warning("uploader: broker refused batch %d for good: %s", seq, reason)
+                elif seq is not None:
+                    acknowledged.append((mid, reason))
+                # seq None: a status message
+                self._completions.popleft()
+            if acknowledged:  # one transaction (one fsync) for every PUBACK of this turn
+                self._outbox.acknowledge_many([self._inflight[mid] for mid, _ in acknowledged])
+        except Exception:
+            self._completions.extendleft(reversed(acknowledged))
+            raise
+        for mid, _ in acknowledged:
+            del self._inflight[mid]
+        if acknowledged:
             self._count("acknowledged", len(acknowledged))
 
     def _publish_pending(self) -> None:

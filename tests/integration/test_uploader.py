@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from firmware_agent.telemetry.broker import make_client
@@ -129,3 +132,24 @@ def test_agent_started_before_the_broker_connects_when_it_comes_up(
     mosquitto.start()
     assert vehicle.uploader.stop(timeout=30)
     assert vehicle.outbox.counters()["acknowledged"] == 2
+
+
+def test_acknowledgement_the_outbox_cannot_record_yet_is_retried(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A PUBACK whose delete fails (another process holds the outbox's write lock) is applied on a later
+    turn, not forgotten while its batch stays in the outbox."""
+    vehicle = make_vehicle(tmp_path, "veh-0001", vehicle_broker(mosquitto, "veh-0001"))
+    vehicle.commit(2)
+    with contextlib.closing(sqlite3.connect(vehicle.outbox.path, isolation_level=None, timeout=0)) as other:
+        other.execute("BEGIN IMMEDIATE")  # sqlite's 5 s busy timeout, then "database is locked"
+        vehicle.uploader.start()
+        deadline = time.monotonic() + 30
+        while vehicle.uploader.counters()["worker_errors"] == 0:
+            assert time.monotonic() < deadline, "the locked outbox never made the worker fail"
+            time.sleep(0.05)
+        other.execute("ROLLBACK")
+    assert vehicle.uploader.flush(20)
+    assert vehicle.outbox.pending_count() == 0
+    assert vehicle.uploader.counters()["acknowledged"] == 2
+    vehicle.uploader.stop(timeout=5)
