@@ -170,7 +170,13 @@ class Agent:
         """The last campaign a signed update installed, else the configured one."""
         path = self.config.campaign_path
         if self.campaign_updates is not None and path.exists():
-            document = cbor2.loads(path.read_bytes())
+            try:
+                document = cbor2.loads(path.read_bytes())
+            except (OSError, cbor2.CBORDecodeError) as exc:
+                raise UserError(
+                    f"{path}: cannot read the last applied campaign update ({exc}); remove it to start "
+                    "with the configured campaigns"
+                ) from exc
             return parse_campaigns(document, str(path), self.names)
         return campaigns_for_option(self.config.collect, self.names)
 

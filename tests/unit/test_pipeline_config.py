@@ -148,3 +148,23 @@ def test_state_dir_that_is_a_file_is_a_user_error(tmp_path: Path, capsys: pytest
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{state}: cannot create the state directory" in err[0]
+
+
+def test_unreadable_campaign_update_in_the_state_dir_is_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from firmware_agent.telemetry.keys import generate_private_key, public_key_pem
+
+    key = tmp_path / "key.pem"
+    backend = tmp_path / "backend.pub.pem"
+    backend.write_text(public_key_pem(generate_private_key(key).public_key()))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "campaign-update.cbor").write_bytes(b"\xa1\x61")  # a CBOR map cut short
+    config = tmp_path / "agent.toml"
+    config.write_text(f'campaign_keys = ["{backend}"]\n')
+    argv = ["run", "--config", str(config), "--source", "virtual:x", "--broker", "mqtt://127.0.0.1:1"]
+    status = main([*argv, "--vehicle-id", "v1", "--signing-key", str(key), "--state-dir", str(state)])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "campaign-update.cbor: cannot read the last applied campaign update" in err[0]
