@@ -42,7 +42,7 @@ class ReplaySource(Source):
         except UserError as exc:
             raise UserError(f"source {spec.text!r}: {exc}") from exc
         self.speed: float | None = spec.number("speed", 0.0) if "speed" in spec.options else None
-        self.loops = int(spec.number("loop", 1))
+        self.loops = spec.integer("loop", 1)
         self._frames: Iterator[can.Message] | None = None
 
     @property

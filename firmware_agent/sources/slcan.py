@@ -23,7 +23,7 @@ class SlcanSource(BusSource):
             )
         self.device = device
         self.bitrate = int(bitrate)
-        self.tty_baudrate = int(spec.number("tty_baudrate", 115200))
+        self.tty_baudrate = spec.integer("tty_baudrate", 115200)
 
     @property
     def name(self) -> str:

@@ -16,6 +16,7 @@ uses the vehicle's bus names. For `sim:` the ARG itself is a comma-separated lis
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -73,13 +74,27 @@ class SourceSpec:
             value = float(raw)
         except ValueError:
             value = -1.0
-        if not value > 0:
+        if not (value > 0 and math.isfinite(value)):
             raise UserError(f"source {self.text!r}: option {key}={raw!r} must be a positive number")
         return value
 
+    def integer(self, key: str, default: int) -> int:
+        """An option as a positive whole number; `UserError` naming the option otherwise."""
+        value = self.number(key, default)
+        if value != int(value):
+            raise UserError(
+                f"source {self.text!r}: option {key}={self.options[key]!r} must be a whole number"
+            )
+        return int(value)
+
     def flag(self, key: str) -> bool:
-        """An on/off option (`1`, `true`, `yes`, `on` are on)."""
-        return self.options.get(key, "0").lower() in ("1", "true", "yes", "on")
+        """An on/off option: `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`; `UserError` otherwise."""
+        raw = self.options.get(key, "0")
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"source {self.text!r}: option {key}={raw!r} must be 1 or 0 (on or off)")
 
     def check_options(self, allowed: tuple[str, ...]) -> None:
         """Refuse options this kind does not know (a typo should not be silently ignored)."""

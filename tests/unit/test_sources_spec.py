@@ -73,6 +73,9 @@ def test_socketcan_interface_that_does_not_exist_is_unavailable() -> None:
         ("replay:/no/such/file.log", "no such file"),
         ("sim:seed=x", "seed"),
         ("sim:duration=-1", "duration"),
+        ("sim:duration=inf", "duration='inf' must be a positive number"),
+        ("socketcan:can0?fd=yes please", "fd='yes please' must be 1 or 0"),
+        ("slcan:/dev/ttyACM0@500000?tty_baudrate=9600.5", "must be a whole number"),
         ("sim:driver", "KEY=VALUE"),
         ("sim:driver=nobody", "unknown driver"),
         ("sim:scenario=moon", "unknown scenario"),
@@ -84,3 +87,11 @@ def test_bad_specs_name_the_problem(text: str, needle: str) -> None:
         open_source(text)
     assert needle in str(error.value)
     assert text in str(error.value)
+
+
+@pytest.mark.parametrize(("loop", "needle"), [("inf", "must be a positive number"), ("1.5", "whole number")])
+def test_replay_loop_must_be_a_finite_whole_number(tmp_path: Path, loop: str, needle: str) -> None:
+    capture = tmp_path / "drive.log"
+    capture.write_text("(1767225600.000000) can0 123#00\n")
+    with pytest.raises(UserError, match=needle):
+        open_source(f"replay:{capture}?loop={loop}")
