@@ -160,6 +160,12 @@ class SourceReader:
             self._read_forever()
         except UserError as exc:
             self.fatal = exc
+        except Exception as exc:
+            # A bug, or an error the source does not class as a bus error: the agent must stop with an
+            # error rather than carry on (or exit 0 at the end) without this source. The traceback still
+            # reaches stderr through threading.excepthook.
+            self.fatal = UserError(f"source {self.source.spec.text!r}: {type(exc).__name__}: {exc}")
+            raise
         finally:
             self.source.close()
             if self._gap is not None:

@@ -192,6 +192,26 @@ def test_a_finite_source_that_fails_is_fatal_not_retried() -> None:
     assert len(drain(frames)) == 1  # what was read before the failure is still handed over
 
 
+class FailsUnexpectedly(UnreadableAfterOneFrame):
+    """A source with a bug: its read raises something that is neither a bus error nor a `UserError`."""
+
+    def read(self, timeout: float) -> can.Message | None:
+        raise RuntimeError("a bug in the source")
+
+
+def test_an_unexpected_error_in_a_source_is_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    reader = SourceReader(FailsUnexpectedly(), FrameQueue(ReaderSettings()), EventBox())
+    reader.start()
+    wait_for(reader.done.is_set)
+    assert str(reader.fatal) == "source 'replay:broken.log': RuntimeError: a bug in the source"
+    reader.stop()
+    assert [type(exc) for exc in seen] == [RuntimeError]  # and its traceback is not hidden
+
+
 @pytest.mark.parametrize("maxlen", [3])
 def test_event_box_is_bounded_and_counts_what_it_dropped(maxlen: int) -> None:
     from firmware_agent.values import Event
