@@ -140,6 +140,7 @@ class Agent:
         on_campaign = self.campaign_updates.handle if self.campaign_updates is not None else None
         self.uploader = Uploader(uploader_config, self.outbox, on_campaign=on_campaign)
         self.rejected_batches = 0
+        self.health_write_errors = 0
         self.batches_committed = 0
         self._stats_due = 0.0  # monotonic time of the next counters report
         self._force_stats = False
@@ -259,6 +260,7 @@ class Agent:
         counts.update({f"uploader.{k}": v for k, v in self.uploader.counters().items()})
         counts["events.dropped"] = self.events.dropped
         counts["agent.batches_rejected"] = self.rejected_batches
+        counts["agent.health_write_errors"] = self.health_write_errors
         if self.campaign_updates is not None:
             counts.update({f"campaign_updates.{k}": v for k, v in self.campaign_updates.counters().items()})
         return counts
@@ -307,8 +309,12 @@ class Agent:
     def _heartbeat(self) -> None:
         summary = self.health()
         tmp = self.config.health_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, sort_keys=True) + "\n")
-        os.replace(tmp, self.config.health_path)
+        try:
+            tmp.write_text(json.dumps(summary, sort_keys=True) + "\n")
+            os.replace(tmp, self.config.health_path)
+        except OSError:
+            # A full disk must not stop the agent: the outbox has its own policy for that.
+            self.health_write_errors += 1
         if self.on_heartbeat is not None:
             self.on_heartbeat(summary)
 
