@@ -253,6 +253,7 @@ class Agent:
             counts[f"bus.{bus}.frames_in"] = reader.frames_in
             counts[f"bus.{bus}.frames_dropped"] = reader.frames_dropped
             counts[f"bus.{bus}.gaps"] = reader.gaps
+            counts.update({f"bus.{bus}.{key}": value for key, value in reader.source.counters().items()})
         counts.update({f"decode.{k}": v for k, v in self.decoder.counts.items()})
         counts.update({f"e2e.{k}": v for k, v in self.checker.counts.items()})
         counts.update({f"collect.{k}": v for k, v in self.collector.counters.items()})

@@ -59,6 +59,10 @@ class Source(ABC):
         """Whether opening can succeed now (e.g. the network interface is up); checked before reopening."""
         return True
 
+    def counters(self) -> dict[str, int]:
+        """Counters of the source's own (reported as `bus.NAME.<key>`); none by default."""
+        return {}
+
     @abstractmethod
     def open(self) -> None:
         """Acquire the bus or file; raises `OSError`/`can.CanError` when it is not there (retried)."""

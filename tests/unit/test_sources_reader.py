@@ -152,6 +152,20 @@ def test_replay_loops_move_time_forward(tmp_path: Path) -> None:
     assert {m.channel for m in received} == {"bench"}
 
 
+def test_replay_skips_malformed_lines_and_counts_them(tmp_path: Path) -> None:
+    capture = tmp_path / "drive.log"
+    capture.write_text(
+        "(1000.000000) can0 100#0011\n(1000.010000) can0 10Z#zz\ngarbage line\n(1000.020000) can0 101#22\n"
+    )
+    source = open_source(f"replay:{capture}?loop=2")
+    frames = FrameQueue(ReaderSettings())
+    reader = SourceReader(source, frames, EventBox())
+    reader.start()
+    wait_for(reader.done.is_set)
+    assert [m.arbitration_id for m in drain(frames)] == [0x100, 0x101, 0x100, 0x101]
+    assert source.counters() == {"malformed_lines": 4}  # two per pass
+
+
 def test_replay_of_a_file_that_is_no_capture_is_refused_at_once(tmp_path: Path) -> None:
     capture = tmp_path / "drive.blf"
     capture.write_bytes(b"\x00garbage" * 100)
