@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from firmware_agent.errors import UserError
+
+if TYPE_CHECKING:
+    from firmware_agent.telemetry.subscriber import Subscriber
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -111,8 +113,12 @@ def _do_verify(args: argparse.Namespace) -> int:
             # A subscriber in the background of a script is stopped with SIGTERM (SIGINT is ignored
             # there): report what arrived, like on Ctrl-C.
             signal.signal(signal.SIGTERM, _interrupt)
-            messages = _from_broker(args, stack)
+            subscriber = _subscribe(args, stack)
+            messages = (
+                (topic, message, "") for topic, message in subscriber.messages(args.count, args.timeout)
+            )
         else:
+            subscriber = None
             messages = (item for path in args.inputs for item in read_dump(path))
         expected = args.count
         try:
@@ -128,6 +134,11 @@ def _do_verify(args: argparse.Namespace) -> int:
             pass  # report what arrived so far
         for gap in verifier.finish():
             print(gap, file=sys.stderr)
+        if subscriber is not None and subscriber.dropped:
+            # Our own receive queue overflowed: those gaps in seq are not the vehicle's doing.
+            overflow = f"{subscriber.dropped} messages dropped by this verifier's full receive queue"
+            verifier.problems.append(Problem("local_overflow", args.topic, overflow))
+            print(verifier.problems[-1], file=sys.stderr)
         if expected is not None and verifier.received < expected:
             problem = f"timeout: received {verifier.received} of {expected} messages"
             verifier.problems.append(Problem("timeout", args.topic, problem))
@@ -146,12 +157,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _from_broker(args: argparse.Namespace, stack: contextlib.ExitStack) -> Iterator[tuple[str, bytes, str]]:
+def _subscribe(args: argparse.Namespace, stack: contextlib.ExitStack) -> Subscriber:
     from firmware_agent.telemetry.broker import BrokerConfig
     from firmware_agent.telemetry.subscriber import Subscriber
 
     config = BrokerConfig(args.broker, ca_file=args.ca, cert_file=args.cert, key_file=args.key)
     subscriber = stack.enter_context(Subscriber(config, [args.topic]))
     print(f"verify: subscribed to {args.topic} at {args.broker}", file=sys.stderr, flush=True)
-    for topic, message in subscriber.messages(count=args.count, timeout=args.timeout):
-        yield topic, message, ""
+    return subscriber

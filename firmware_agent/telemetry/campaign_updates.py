@@ -162,8 +162,12 @@ class CampaignUpdates:
                 self._reject("campaign_apply_failed", f"{type(exc).__name__}: {exc}", topic, message)
                 return None
             self.last_serial = update.serial
-            self._save_serial(update.serial)
             self._counters["applied"] += 1
+            try:
+                self._save_serial(update.serial)
+            except OSError as exc:
+                # Applied, but a restart would accept this serial again: say so rather than fail silently.
+                self._reject("campaign_apply_failed", f"serial not saved: {exc}", topic, message)
             return update
 
     def _verify(self, topic: str, message: bytes) -> CampaignUpdate:
