@@ -55,11 +55,6 @@ class SignalNames:
                         fully_named.add(name)
         return cls(frozenset(known), aliases, choices, frozenset(fully_named))
 
-    @classmethod
-    def from_vss(cls, vss: VssMap) -> SignalNames:
-        """Aliases only (no catalog at hand): `MESSAGE.Signal` of mapped signals resolves to the VSS path."""
-        return cls(None, dict(vss.to_vss))
-
     def resolve(self, name: str) -> str:
         """The sample name for `name` (VSS path or `MESSAGE.Signal`); raises `UnknownSignal` if unknown."""
         resolved = self.aliases.get(name, name)

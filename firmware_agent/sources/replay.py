@@ -7,7 +7,6 @@ Frames keep the channel names the capture gives them (`can0`, `1`, ...) unless t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from firmware_agent.decode.readers.candump_log import CandumpLogReader
 from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
 from firmware_agent.sources.base import EndOfSource, Source
+from firmware_agent.sources.pacing import Pacer
 from firmware_agent.sources.spec import SourceSpec
 
 #: Frames (python-can formats) or bytes (candump -L) the capture reader takes at a time: bounded memory.
@@ -59,7 +59,7 @@ class ReplaySource(Source):
     def _play(self) -> Iterator[can.Message]:
         shift = 0.0
         first: float | None = None
-        started = time.monotonic()
+        pacer = Pacer(self.speed)
         for _ in range(self.loops):
             last = first if first is not None else 0.0
             for frame in _frames_of(self.path, self.format_name, self.stats):
@@ -69,11 +69,7 @@ class ReplaySource(Source):
                 frame.timestamp += shift
                 if self.spec.bus is not None:
                     frame.channel = self.spec.bus
-                if self.speed is not None:
-                    due = started + (frame.timestamp - first) / self.speed
-                    delay = due - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
+                pacer.wait_for(frame.timestamp)
                 yield frame
             if first is None:
                 return

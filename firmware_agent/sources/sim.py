@@ -17,6 +17,7 @@ import can
 
 from firmware_agent.errors import UserError
 from firmware_agent.sources.base import EndOfSource, Source
+from firmware_agent.sources.pacing import Pacer
 from firmware_agent.sources.spec import SourceSpec
 
 
@@ -75,17 +76,11 @@ class SimSource(Source):
         self._frames = self._paced(simulation.frames())
 
     def _paced(self, frames: Iterator[can.Message]) -> Iterator[can.Message]:
-        started = time.monotonic()
-        first: float | None = None
+        pacer = Pacer(self.speed)
         for frame in frames:
             if self.spec.bus is not None:
                 frame.channel = self.spec.bus
-            if self.speed is not None:
-                if first is None:
-                    first = frame.timestamp
-                delay = started + (frame.timestamp - first) / self.speed - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+            pacer.wait_for(frame.timestamp)
             yield frame
 
     def read(self, timeout: float) -> can.Message | None:
