@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from firmware_agent.errors import UserError
+
+if TYPE_CHECKING:
+    from firmware_agent.decode.catalog import Catalog
 
 FORMATS = ("jsonl", "csv", "parquet")
 #: Captures at least this big get a progress line when stderr is a terminal.
@@ -83,6 +87,7 @@ def _do_decode(args: argparse.Namespace) -> int:
     if args.captures.count("-") > 1:
         raise UserError("stdin (-) can be read only once")
     catalog = Catalog.from_specs(_dbc_specs(args.dbc))
+    _check_filters(catalog, args.message, args.signal)
     summary_only = args.summary or (args.format is None and args.output is None and sys.stdout.isatty())
     options = DecodeOptions(
         decode_choices=not args.no_choices,
@@ -112,6 +117,21 @@ def _do_decode(args: argparse.Namespace) -> int:
     if not summary_only:
         print(summary.skip_line(), file=sys.stderr)
     return 0
+
+
+def _check_filters(catalog: Catalog, messages: list[str] | None, signals: list[str] | None) -> None:
+    """A `--message`/`--signal` name no database defines is a typo, not an empty result."""
+    known = [message for _, message in catalog.all_messages()]
+    message_names = {message.name for message in known}
+    signal_names = {signal.name for message in known for signal in message.signals} | {
+        f"{message.name}.{signal.name}" for message in known for signal in message.signals
+    }
+    for option, given, names in (("--message", messages, message_names), ("--signal", signals, signal_names)):
+        for name in given or ():
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(f"{option} {name!r}: no such {option[2:]} in the databases given{hint}")
 
 
 def _dbc_specs(given: list[str] | None) -> list[str]:

@@ -87,8 +87,10 @@ def test_channel_binding_and_filters(
         {"Temperature": 250.0},
         {"Temperature": 250.1},
     ]
-    _, out, _ = _run(capsys, str(capture), "--dbc", str(motohawk), "--message", "NoSuchMessage")
-    assert out == ""
+    for option, name in (("--message", "ExampleMesage"), ("--signal", "Temprature")):
+        status, out, err = _run(capsys, str(capture), "--dbc", str(motohawk), option, name)
+        assert status == 2 and out == ""
+        assert err.count("\n") == 1 and f"{option} {name!r}" in err and "did you mean" in err
 
 
 def test_repeated_dbc_for_one_channel_merges(
