@@ -122,8 +122,11 @@ class Summary:
         """Print the per-message table, unknown IDs and bus load."""
         keys = sorted(set(self.messages) | set(self.errors))
         width = max([len("message"), *(len(name) for _, name in keys)])
+        channels = [channel for channel, _ in keys] + [channel for channel, _, _ in self.unknown]
+        channel_width = max([10, *(len(channel) for channel in channels)])
         out.write(
-            f"{'channel':<10} {'message':<{width}} {'frames':>9} {'rate Hz':>9} {'errors':>7}  error kinds\n"
+            f"{'channel':<{channel_width}} {'message':<{width}} {'frames':>9} {'rate Hz':>9} {'errors':>7}"
+            "  error kinds\n"
         )
         for key in keys:
             span = self.messages.get(key, _Span())
@@ -132,15 +135,16 @@ class Summary:
             kinds = ", ".join(f"{reason} {count}" for reason, count in errors.most_common())
             errors_total = sum(errors.values())
             out.write(
-                f"{key[0]:<10} {key[1]:<{width}} {span.count:>9,} {rate:>9.1f} {errors_total:>7,}  {kinds}\n"
+                f"{key[0]:<{channel_width}} {key[1]:<{width}} {span.count:>9,} {rate:>9.1f} "
+                f"{errors_total:>7,}  {kinds}\n"
             )
         if self.unknown:
             out.write(f"\nunknown IDs ({len(self.unknown)}, {sum(self.unknown.values()):,} frames):\n")
             for (channel, frame_id, extended), count in sorted(self.unknown.items()):
                 text = f"{frame_id:08X}" if extended else f"{frame_id:03X}"
-                out.write(f"  {channel:<10} {text:>8} {count:>9,}\n")
+                out.write(f"  {channel:<{channel_width}} {text:>8} {count:>9,}\n")
         out.write("\nbus load (estimate, no bit stuffing):\n")
-        channel_width = max([10, *(len(channel) for channel in self.channels)])
+        channel_width = max([channel_width, *(len(channel) for channel in self.channels)])
         for channel, span in sorted(self.channels.items()):
             load = self.channel_seconds[channel] / span.duration if span.duration > 0 else 0.0
             bitrate, source = self.channel_bitrates[channel]

@@ -47,7 +47,7 @@ def test_vehicle_buses_use_their_dbc_bitrates(
     loads = _bus_load(capsys.readouterr().out)
     assert loads["body"][1] == "125 kbit/s (DBC)"
     assert loads["infotainment"][1] == "500 kbit/s, data 2000 kbit/s (DBC)"
-    assert loads["powertrain"][1] == "500 kbit/s (default)"  # its DBC declares no Baudrate
+    assert loads["powertrain"][1] == "500 kbit/s (DBC)"
 
     # body: every frame's nominal bits at 125 kbit/s over the channel's span, recomputed here
     frames = [
@@ -56,6 +56,17 @@ def test_vehicle_buses_use_their_dbc_bitrates(
     bits = sum((67 if f.is_extended else 47) + 8 * len(f.data) for f in frames)
     duration = frames[-1].timestamp - frames[0].timestamp
     assert loads["body"][0] == pytest.approx(100 * bits / 125_000 / duration, abs=0.051)
+
+
+def test_channels_whose_dbc_declares_no_bitrate_use_500_kbit(
+    capsys: pytest.CaptureFixture[str], vehicle_capture: Path, shared_data: Path
+) -> None:
+    capsys.readouterr()
+    motohawk = shared_data / "dbc" / "cantools__motohawk.dbc"  # declares no Baudrate
+    assert main(["decode", str(vehicle_capture), "--summary", "--dbc", str(motohawk)]) == 0
+    loads = _bus_load(capsys.readouterr().out)
+    assert set(loads) == {"body", "chassis", "infotainment", "powertrain"}
+    assert {rate for _, rate in loads.values()} == {"500 kbit/s (default)"}
 
 
 def test_bitrate_option_overrides_every_channel(
@@ -99,9 +110,10 @@ def test_catalog_bitrate_per_channel_falls_back_to_every_channel_databases(tmp_p
     catalog = Catalog.from_specs(default_dbc_specs(), warn_stream=None)
     assert catalog.bitrate("body") == BusBitrate(125_000)
     assert catalog.bitrate("infotainment") == BusBitrate(500_000, 2_000_000)
-    assert catalog.bitrate("powertrain") is None
+    assert catalog.bitrate("powertrain") == BusBitrate(500_000)
+    assert catalog.bitrate("can9") is None  # no database for that channel
     dbc = tmp_path / "media.dbc"
     dbc.write_text(FD_DBC)
     catalog = Catalog.from_specs([*default_dbc_specs(), str(dbc)], warn_stream=None)
-    assert catalog.bitrate("powertrain") == BusBitrate(250_000, 2_000_000)
-    assert catalog.bitrate("body") == BusBitrate(125_000)
+    assert catalog.bitrate("can9") == BusBitrate(250_000, 2_000_000)  # the every-channel database's
+    assert catalog.bitrate("body") == BusBitrate(125_000)  # a channel's own database comes first
