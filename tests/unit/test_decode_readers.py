@@ -163,6 +163,24 @@ def test_strict_makes_a_malformed_line_fatal_naming_file_and_line() -> None:
         _read_log(b"(1.000000) can0 123#11\nnot a frame\n", strict=True)
 
 
+def test_a_malformed_asc_frame_line_is_skipped_and_counted_not_fatal(tmp_path: Path) -> None:
+    original = SHARED_DATA / "captures" / "python-can" / "logfile.asc"
+    lines = original.read_text().splitlines()
+    frame_lines = [i for i, line in enumerate(lines) if " Rx " in line and " d " in line]
+    broken = frame_lines[1]
+    damaged = lines.copy()
+    damaged[broken] = damaged[broken].replace(" d ", " d 8 zz ", 1)
+    path = tmp_path / "damaged.asc"
+    path.write_text("\n".join(damaged) + "\n")
+    expected = list(can.ASCReader(str(original)))
+    capture = open_capture(str(path))
+    frames = _frames(list(capture))
+    assert len(frames) == len(expected) - 1  # every other frame is still read
+    assert capture.stats.malformed == 1 and capture.stats.malformed_lines == [broken + 1]
+    with pytest.raises(UserError, match=rf"damaged\.asc:{broken + 1}: malformed ASC frame line"):
+        list(open_capture(str(path), strict=True))
+
+
 def test_line_numbers_continue_across_blocks() -> None:
     good = b"(1.000000) can0 123#11\n"
     text = good * 5000 + b"broken\n" + good

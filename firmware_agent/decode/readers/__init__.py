@@ -150,7 +150,9 @@ def open_capture(path: str, strict: bool = False, chunk_size: int = DEFAULT_CHUN
         reader_stream = (
             stream if path != "-" and (compressed or format_name not in ("SQLite", "MF4")) else None
         )
-        capture._batches = iter(PythonCanReader(format_name, Path(path), reader_stream, chunk_size))
+        capture._batches = iter(
+            PythonCanReader(format_name, Path(path), reader_stream, chunk_size, capture.stats, strict)
+        )
     return capture
 
 
