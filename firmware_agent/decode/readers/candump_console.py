@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from typing import BinaryIO
 
 import numpy as np
 
 from firmware_agent.decode.readers.candump_log import Frame
-from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
-from firmware_agent.decode.readers.text import LineBlocks
+from firmware_agent.decode.readers.frames import FrameBatch
+from firmware_agent.decode.readers.text import LineReader
 from firmware_agent.errors import UserError
 
 _LINE = re.compile(
@@ -63,23 +62,11 @@ def parse_line(line: bytes, now: float) -> Frame | None:
     )
 
 
-class CandumpConsoleReader:
+class CandumpConsoleReader(LineReader):
     """Batches of frames from candump's console output; malformed lines counted (fatal with `strict`)."""
 
     format_name = "candump output"
-
-    def __init__(
-        self, stream: BinaryIO, name: str, stats: ReadStats, strict: bool = False, head: bytes = b""
-    ) -> None:
-        self.name = name
-        self.stats = stats
-        self.strict = strict
-        self._blocks = LineBlocks(stream, _PIPE_BLOCK_BYTES, head)
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes consumed so far (for progress)."""
-        return self._blocks.bytes_read
+    block_bytes = _PIPE_BLOCK_BYTES
 
     def __iter__(self) -> Iterator[FrameBatch]:
         first_line = 1

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
-from firmware_agent.decode.readers.text import DEFAULT_BLOCK_BYTES, LineBlocks
+from firmware_agent.decode.readers.frames import FrameBatch
+from firmware_agent.decode.readers.text import LineReader
 from firmware_agent.errors import UserError
 
 _CAN_ERR_FLAG = 0x20000000
@@ -92,29 +92,10 @@ def parse_line(line: bytes) -> Frame | None:
     )
 
 
-class CandumpLogReader:
+class CandumpLogReader(LineReader):
     """Batches of frames from a candump `-L` log; malformed lines are counted (or fatal with `strict`)."""
 
     format_name = "candump -L"
-
-    def __init__(
-        self,
-        stream: BinaryIO,
-        name: str,
-        stats: ReadStats,
-        strict: bool = False,
-        block_bytes: int = DEFAULT_BLOCK_BYTES,
-        head: bytes = b"",
-    ) -> None:
-        self.name = name
-        self.stats = stats
-        self.strict = strict
-        self._blocks = LineBlocks(stream, block_bytes, head)
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes consumed so far (for progress)."""
-        return self._blocks.bytes_read
 
     def __iter__(self) -> Iterator[FrameBatch]:
         first_line = 1

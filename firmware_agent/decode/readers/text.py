@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from firmware_agent.decode.readers.frames import ReadStats
 
 #: Bytes read per block: about 45 k candump lines; small blocks keep the working set in cache and
 #: let the allocator reuse the same memory block after block.
@@ -49,3 +52,29 @@ class LineBlocks:
             yield block
         if carry:
             yield carry + b"\n"
+
+
+class LineReader:
+    """The common state of a line-oriented capture reader: its blocks, its name, what it skipped."""
+
+    #: Bytes per block when the caller does not choose.
+    block_bytes = DEFAULT_BLOCK_BYTES
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        name: str,
+        stats: ReadStats,
+        strict: bool = False,
+        block_bytes: int | None = None,
+        head: bytes = b"",
+    ) -> None:
+        self.name = name
+        self.stats = stats
+        self.strict = strict
+        self._blocks = LineBlocks(stream, block_bytes or self.block_bytes, head)
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed so far (for progress)."""
+        return self._blocks.bytes_read
