@@ -16,7 +16,7 @@ from firmware_agent import __version__
 from firmware_agent.errors import UserError
 
 #: Subcommand modules under `firmware_agent.cli`, in the order `--help` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("decode", "sim", "run", "keys", "verify")
+SUBCOMMANDS: tuple[str, ...] = ("decode", "sim", "run", "keys", "verify", "profile")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,10 +65,11 @@ class SampleDecoder:
     """Turns frames into samples, decoding only the wanted signals.
 
     `wanted`: sample names (VSS paths or `MESSAGE.Signal`, either spelling of a mapped signal) or None for
-    every signal. `process_records(frames)` gives one `FrameRecord` per decoded frame (the live path);
-    `process(frames)` the same as `Sample`s. Counters: `frames`, `samples`, `skipped` (no database knows
-    the frame, no campaign wants its message, or it is an error/remote frame), and the decode skips by
-    reason under `decode_*`.
+    every signal. `withheld`: names never emitted, whatever `wanted` says (the identity stage's private
+    signals: a key id must not reach telemetry). `process_records(frames)` gives one `FrameRecord` per
+    decoded frame (the live path); `process(frames)` the same as `Sample`s. Counters: `frames`,
+    `samples`, `skipped` (no database knows the frame, no campaign wants its message, or it is an
+    error/remote frame), and the decode skips by reason under `decode_*`.
     """
 
     def __init__(
@@ -77,10 +78,12 @@ class SampleDecoder:
         vss: VssMap,
         wanted: Collection[str] | None,
         checker: E2EChecker,
+        withheld: Collection[str] = (),
     ) -> None:
         self.catalog = catalog
         self.vss = vss
         self.wanted = None if wanted is None else frozenset(wanted)
+        self.withheld = frozenset(withheld)
         self.checker = checker
         self.counts: Counter[str] = Counter(dict.fromkeys(("frames", "skipped", "samples"), 0))
         self._frame_decoder = FrameDecoder(catalog, decode_choices=True)
@@ -94,6 +97,8 @@ class SampleDecoder:
         for signal in message.signals:
             key = f"{message.name}.{signal.name}"
             name = self.vss.name_for(message.name, signal.name)
+            if name in self.withheld or key in self.withheld:
+                continue
             if self.wanted is None or name in self.wanted or key in self.wanted:
                 outputs.append((signal.name, name, bool(signal.choices)))
         return tuple(outputs)

@@ -1,4 +1,5 @@
-"""The assembled agent: sources → decode → E2E → observers → collect → annotators → outbox → uploader.
+"""The assembled agent: sources → decode → E2E → identity/observers → collect → identity/annotators →
+outbox → uploader.
 
 Threads: one reader per source (see `sources.reader`), paho's network thread and the uploader's worker; all
 the processing stages run on the thread that calls `Agent.run()`, so they need no locks.
@@ -32,6 +33,8 @@ from firmware_agent.collect.names import SignalNames
 from firmware_agent.collect.records import samples_of
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.errors import UserError
+from firmware_agent.identity.registry import IdentityStateError
+from firmware_agent.identity.stage import IdentityStage
 from firmware_agent.pipeline.decoding import SampleDecoder
 from firmware_agent.pipeline.e2e_check import E2EChecker
 from firmware_agent.pipeline.hooks import BatchAnnotator, SampleObserver
@@ -109,11 +112,22 @@ class Agent:
         self.collector = Collector(self.campaigns)
         self.checker = E2EChecker(config.e2e, self._event)
         self.observers = list(observers)
-        self.decoder = SampleDecoder(self.catalog, self.vss, needed_signals(self.campaigns), self.checker)
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{config.state_dir}: cannot create the state directory: {exc.strerror}") from exc
+        self.identity = self._identity_stage() if config.identity.enabled else None
+        if self.identity is not None:
+            self.annotators.insert(0, self.identity)
+        self.decoder = self._sample_decoder(self.campaigns)
         # With campaign updates enabled a later campaign may want any message: filter on the DBCs only.
-        filters = self.decoder
+        # The identity stage reads its own signals, which the kernel filters must let through too.
+        filter_wants = needed_signals(self.campaigns)
         if self.campaign_updates is not None:
-            filters = SampleDecoder(self.catalog, self.vss, None, self.checker)
+            filter_wants = None
+        if filter_wants is not None and self.identity is not None:
+            filter_wants = filter_wants | self.identity.sampler.signal_keys()
+        filters = SampleDecoder(self.catalog, self.vss, filter_wants, self.checker)
         self._next_campaigns: tuple[int, list[Campaign]] | None = None
         self._campaign_lock = threading.Lock()
         chosen = list(sources) if sources is not None else [open_source(spec) for spec in config.sources]
@@ -129,10 +143,6 @@ class Agent:
         )
         signer = load_signer(config.signing_key)
         self.sealer = BatchSealer(config.vehicle_id, signer, self._counters_when_due)
-        try:
-            config.state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"{config.state_dir}: cannot create the state directory: {exc.strerror}") from exc
         self.outbox = Outbox(config.outbox_path, self.sealer, config.outbox_max_bytes)
         uploader_config = UploaderConfig(
             broker=broker, vehicle_id=config.vehicle_id, max_inflight=config.broker.max_inflight
@@ -149,6 +159,22 @@ class Agent:
         self._next_poll = 0.0
         self._dropped_at_last_health = 0
         self.started = time.time()
+
+    def _identity_stage(self) -> IdentityStage | None:
+        """The identity stage; off (one line on the log) when its saved state cannot be read."""
+        try:
+            return IdentityStage(
+                self.config.identity,
+                self.catalog,
+                self.vss,
+                self.config.state_dir,
+                emit=self._event,
+                set_driver=self.collector.set_driver,
+            )
+        except IdentityStateError as exc:
+            # The car's telemetry matters more than its driver profiles: run without them and say why.
+            print(f"firmware-agent run: warning: identity stage off: {exc}", file=self.log)
+            return None
 
     # --- campaigns and signed updates ---------------------------------------------------------------
 
@@ -203,14 +229,21 @@ class Agent:
         self.campaigns = campaigns
         self.collector.replace_campaigns(campaigns)
         counts = self.decoder.counts
-        self.decoder = SampleDecoder(self.catalog, self.vss, needed_signals(campaigns), self.checker)
+        self.decoder = self._sample_decoder(campaigns)
         self.decoder.counts = counts
         detail = {"serial": serial, "campaigns": [campaign.name for campaign in campaigns]}
         self.collector.add_event(Event(timestamp=self.now(), kind="campaign_applied", detail=detail))
 
     # --- stages ------------------------------------------------------------------------------------
 
+    def _sample_decoder(self, campaigns: list[Campaign]) -> SampleDecoder:
+        """The decoder for what `campaigns` collect; with identity on, its private signals never decode."""
+        withheld = self.config.identity.private if self.identity is not None else ()
+        return SampleDecoder(self.catalog, self.vss, needed_signals(campaigns), self.checker, withheld)
+
     def _process(self, chunk: list[can.Message]) -> None:
+        if self.identity is not None:
+            self.identity.observe_frames(chunk)
         records = self.decoder.process_records(chunk)
         if self.observers:  # `Sample` objects only for observers that want them
             samples = samples_of(records)
@@ -259,6 +292,8 @@ class Agent:
         counts.update({f"collect.{k}": v for k, v in self.collector.counters.items()})
         counts.update({f"outbox.{k}": v for k, v in self.outbox.counters().items()})
         counts.update({f"uploader.{k}": v for k, v in self.uploader.counters().items()})
+        if self.identity is not None:
+            counts.update({f"identity.{k}": v for k, v in self.identity.counters().items()})
         counts["events.dropped"] = self.events.dropped
         counts["agent.batches_rejected"] = self.rejected_batches
         counts["agent.health_write_errors"] = self.health_write_errors
@@ -391,6 +426,8 @@ class Agent:
             chunk = self.frames.get_nowait()
         for event in self.events.drain():
             self.collector.add_event(event)
+        if self.identity is not None:
+            self.identity.finish(self._last_frame_time)
         # an empty batch when nothing is left: it carries the final counters
         batches = list(self.collector.flush()) or [Batch(campaign=None)]
         self._commit(batches[:-1])

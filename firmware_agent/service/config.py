@@ -20,6 +20,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from firmware_agent.errors import UserError
+from firmware_agent.identity.settings import IdentitySettings
 from firmware_agent.pipeline.e2e_check import E2ESettings
 from firmware_agent.sources.reader import ReaderSettings
 from firmware_agent.sources.spec import SourceSpec
@@ -66,6 +67,7 @@ class AgentConfig:
     outbox_max_bytes: int = 64 * 1024 * 1024
     e2e: E2ESettings = field(default_factory=E2ESettings)
     reader: ReaderSettings = field(default_factory=ReaderSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     stats_interval: float = 60.0
     heartbeat_interval: float = 1.0
     shutdown_timeout: float = 10.0
@@ -120,6 +122,7 @@ _TOP_KEYS = {
     "outbox",
     "e2e",
     "pipeline",
+    "identity",
 }
 _SECTION_KEYS = {
     "broker": {"url", "ca_file", "cert_file", "key_file", "keepalive", "max_inflight"},
@@ -270,11 +273,7 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         where_broker = flags if overrides.broker else file
         raise where_broker.fail("--broker" if overrides.broker else "broker", str(exc)) from exc
 
-    state_dir = (
-        _flag_path(overrides.state_dir)
-        or file.path("state_dir")
-        or (Path(os.environ["STATE_DIRECTORY"]) if os.environ.get("STATE_DIRECTORY") else DEFAULT_STATE_DIR)
-    )
+    state_dir = _state_dir(overrides.state_dir, file)
     signing_key = (
         _flag_path(overrides.signing_key) or file.path("signing_key") or state_dir / DEFAULT_SIGNING_KEY_NAME
     )
@@ -293,6 +292,9 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         backoff_initial=file.number("pipeline.backoff_initial", 0.1, 0.001),
         backoff_max=file.number("pipeline.backoff_max", 5.0, 0.001),
     )
+    identity_table = file.get("identity") or {}
+    if not isinstance(identity_table, Mapping):
+        raise file.fail("identity", "expected a table")
     return AgentConfig(
         vehicle_id=vehicle_id,
         sources=tuple(sources),
@@ -306,11 +308,21 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         outbox_max_bytes=file.number("outbox.max_bytes", 64 * 1024 * 1024, 64 * 1024, integer=True),
         e2e=e2e,
         reader=reader,
+        identity=IdentitySettings.from_table(identity_table, origin),
         stats_interval=file.number("pipeline.stats_interval", 60.0, 0.0),
         heartbeat_interval=file.number("pipeline.heartbeat_interval", 1.0, 0.01),
         shutdown_timeout=file.number("pipeline.shutdown_timeout", 10.0, 0.0),
         exit_at_end=overrides.exit_at_end,
         origin=origin,
+    )
+
+
+def _state_dir(flag: str | None, file: _Reader) -> Path:
+    """`--state-dir`, else the file's `state_dir`, else systemd's `$STATE_DIRECTORY`, else the default."""
+    return (
+        _flag_path(flag)
+        or file.path("state_dir")
+        or (Path(os.environ["STATE_DIRECTORY"]) if os.environ.get("STATE_DIRECTORY") else DEFAULT_STATE_DIR)
     )
 
 
@@ -320,3 +332,36 @@ def _relative_dbc(spec: str, base: Path) -> str:
     if equals and not (base / spec).exists():
         return f"{channel}={base / Path(path).expanduser()}"
     return str(base / Path(spec).expanduser())
+
+
+@dataclass(frozen=True)
+class IdentityContext:
+    """What the `profile` commands need of the agent's configuration: the databases and `[identity]`."""
+
+    settings: IdentitySettings
+    dbc: tuple[str, ...]
+    vss: Path
+    state_dir: Path
+
+
+def load_identity_context(path: Path | None, state_dir: str | None, dbc: list[str]) -> IdentityContext:
+    """The identity settings, databases and state directory of the agent configured by `path` (if any).
+
+    Flags win over the file, as for `run`: `state_dir` and `dbc` (when given). Only the keys these need
+    are read, so a configuration without sources or broker will do.
+    """
+    document = _read_file(path) if path is not None else {}
+    origin = str(path) if path is not None else _COMMAND_LINE
+    base = path.parent if path is not None else Path.cwd()
+    file = _Reader(origin, document, base)
+    _check_keys(file)
+    table = file.get("identity") or {}
+    if not isinstance(table, Mapping):
+        raise file.fail("identity", "expected a table")
+    directory = _state_dir(state_dir, file)
+    return IdentityContext(
+        settings=IdentitySettings.from_table(table, origin),
+        dbc=tuple(dbc or [_relative_dbc(spec, base) for spec in file.texts("dbc")] or default_dbc_specs()),
+        vss=file.path("vss") or default_dbc_dir() / "vss.toml",
+        state_dir=directory,
+    )

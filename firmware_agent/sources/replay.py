@@ -114,6 +114,4 @@ def _frames_of(path: Path, format_name: str, stats: ReadStats) -> Iterator[can.M
 
 def _rows(batches: Iterable[FrameBatch]) -> Iterator[can.Message]:
     for batch in batches:
-        message = batch.message
-        for row in range(len(batch)):
-            yield message(row)
+        yield from batch.messages()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,11 @@ class FrameBatch:
             bitrate_switch=bool(self.bitrate_switch[row]) if self.bitrate_switch is not None else False,
             check=False,
         )
+
+    def messages(self) -> Iterator[can.Message]:
+        """Every row as a python-can message, in order (the per-frame path: replay, `profile learn`)."""
+        for row in range(len(self.timestamp)):
+            yield self.message(row)
 
 
 @dataclass
