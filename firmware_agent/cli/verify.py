@@ -49,6 +49,13 @@ def add_subparser(subparsers: Any) -> None:
     output.add_argument("--format", choices=("jsonl", "csv", "none"), default="jsonl", help="sample format")
     output.add_argument("-o", "--output", metavar="FILE", type=Path, help="write samples here, not to stdout")
     output.add_argument(
+        "--events",
+        metavar="FILE",
+        type=Path,
+        help="write the verified batches' events (driver_identified, driver_mismatch, ...) as JSON lines "
+        "to FILE ('-' for stdout)",
+    )
+    output.add_argument(
         "--allow-duplicates",
         action="store_true",
         help="accept byte-identical re-deliveries of a batch (MQTT QoS 1 is at-least-once)",
@@ -81,6 +88,7 @@ def _do_verify(args: argparse.Namespace) -> int:
     from firmware_agent.telemetry.keys import load_verification_keys
     from firmware_agent.telemetry.verify import (
         DumpWriter,
+        EventWriter,
         Problem,
         SampleWriter,
         TelemetryVerifier,
@@ -109,6 +117,9 @@ def _do_verify(args: argparse.Namespace) -> int:
         if args.format != "none":
             samples = SampleWriter(_open_output(args.output, stack), args.format)
         saver = DumpWriter(_open_output(args.save, stack, "a")) if args.save else None
+        events = None
+        if args.events is not None:
+            events = EventWriter(_open_output(None if str(args.events) == "-" else args.events, stack))
         if args.broker:
             # A subscriber in the background of a script is stopped with SIGTERM (SIGINT is ignored
             # there): report what arrived, like on Ctrl-C.
@@ -128,8 +139,11 @@ def _do_verify(args: argparse.Namespace) -> int:
                 result = verifier.check(topic, message, source)
                 if isinstance(result, Problem):
                     print(result, file=sys.stderr)
-                elif samples is not None:
-                    samples.write(result)
+                else:
+                    if samples is not None:
+                        samples.write(result)
+                    if events is not None:
+                        events.write(result)
         except KeyboardInterrupt:
             pass  # report what arrived so far
         for gap in verifier.finish():

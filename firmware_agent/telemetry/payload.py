@@ -22,6 +22,7 @@ from typing import Any
 
 import cbor2
 
+from firmware_agent.telemetry.driver_fields import driver_problem, event_problem
 from firmware_agent.values import Batch, Event, Sample, SignalValue
 
 #: The payload format version this module writes and reads.
@@ -187,6 +188,10 @@ def decode_payload(data: bytes) -> Payload:
     payload.signals = _decode_signals(doc.get("signals"), payload.t0)
     payload.events = _decode_events(doc.get("events", []), payload.t0)
     payload.driver = _optional(doc, "driver", dict)
+    if payload.driver is not None:
+        problem = driver_problem(payload.driver)
+        if problem:
+            raise PayloadError(problem)
     payload.campaign = _optional(doc, "campaign", str)
     payload.counters = _optional(doc, "counters", dict)
     payload.extra = {k: v for k, v in doc.items() if k not in _KNOWN_KEYS}
@@ -228,5 +233,8 @@ def _decode_events(raw: Any, t0: float) -> list[Event]:
         detail = item.get("detail", {})
         if not isinstance(detail, dict):
             raise PayloadError(f"event {item['kind']}: 'detail' is not a map")
+        problem = event_problem(item["kind"], detail)
+        if problem:
+            raise PayloadError(problem)
         events.append(Event(t0 + item["dt"] / 1e6, item["kind"], detail))
     return events

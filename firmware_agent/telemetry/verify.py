@@ -234,3 +234,27 @@ class SampleWriter:
             else:
                 self._stream.write(json.dumps(dict(zip(self.FIELDS, row, strict=True))) + "\n")
             self.samples += 1
+
+
+class EventWriter:
+    """Writes the events of verified batches as JSON lines: `{vehicle, seq, time, kind, detail, driver}`."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.events = 0
+
+    def write(self, batch: VerifiedBatch) -> None:
+        """Write every event of `batch`, with the driver map of the batch it rode in."""
+        payload = batch.payload
+        for event in payload.events:
+            line = {
+                "vehicle": payload.vehicle,
+                "seq": payload.seq,
+                "time": round(event.timestamp, 6),
+                "kind": event.kind,
+                "detail": event.detail,
+                "driver": payload.driver,
+            }
+            self._stream.write(json.dumps(line, default=str) + "\n")
+            self.events += 1
+        self._stream.flush()

@@ -12,7 +12,9 @@ T = 1_785_000_000.0
 
 
 def _batch() -> Batch:
-    batch = Batch(campaign="brakes", driver={"id": "d1", "confidence": 0.9})
+    batch = Batch(
+        campaign="brakes", driver={"profile": "p-0123456789abcdef", "source": "explicit", "confidence": 0.9}
+    )
     for i in range(5):
         batch.add(Sample(T + 0.010 * i + 0.5, "Vehicle.Speed", 50.0 + i / 4))
         batch.add(Sample(T + 0.020 * i, "GEAR.Gear", "D" if i else "N"))
@@ -24,7 +26,11 @@ def test_round_trip_keeps_every_sample_to_the_microsecond() -> None:
     batch = _batch()
     payload = decode_payload(encode_payload(batch, "veh-0001", 7, counters={"evicted": 3}))
     assert (payload.vehicle, payload.seq, payload.t0) == ("veh-0001", 7, T)
-    assert payload.campaign == "brakes" and payload.driver == {"id": "d1", "confidence": 0.9}
+    assert payload.campaign == "brakes" and payload.driver == {
+        "profile": "p-0123456789abcdef",
+        "source": "explicit",
+        "confidence": 0.9,
+    }
     assert payload.counters == {"evicted": 3}
     assert payload.sample_count() == batch.sample_count()
     for name, (times, values) in batch.samples.items():
