@@ -79,14 +79,14 @@ class SignalRef:
         return f"{self.message.name}.{self.signal}"
 
 
-def resolve_signal(catalog: Catalog, vss: VssMap, name: str, setting: str) -> SignalRef:
-    """The message and signal a configured name (`MESSAGE.Signal` or VSS path) refers to."""
+def resolve_signal(catalog: Catalog, vss: VssMap, name: str, setting: str) -> SignalRef | None:
+    """The message and signal a configured name (`MESSAGE.Signal` or VSS path) refers to, else None."""
     key = vss.resolve(name)
     message_name, _, signal_name = key.partition(".")
     for _, message in catalog.all_messages():
         if message.name == message_name and any(s.name == signal_name for s in message.signals):
             return SignalRef(message, signal_name)
-    raise UserError(f"identity.{setting}: no loaded database defines the signal {name!r}")
+    return None
 
 
 class FrameSampler:
@@ -105,18 +105,29 @@ class FrameSampler:
         def want(ref: SignalRef, kind: int, index: int) -> None:
             wanted.setdefault(id(ref.message), (ref.message, []))[1].append((ref.signal, kind, index))
 
+        def resolve(name: str, setting: str) -> SignalRef | None:
+            ref = resolve_signal(catalog, vss, name, setting)
+            if ref is None and setting.split("[")[0] in settings.given:
+                raise UserError(f"identity.{setting}: no loaded database defines the signal {name!r}")
+            return ref
+
+        self.channels: list[str] = []
         for column, channel in enumerate(CHANNELS):
             name = settings.behaviour.get(channel)
-            if name:
-                want(resolve_signal(catalog, vss, name, f"behaviour.{channel}"), _BEHAVIOUR, column)
-        self.explicit_refs = [resolve_signal(catalog, vss, name, "explicit") for name in settings.explicit]
+            ref = resolve(name, f"behaviour.{channel}") if name else None
+            if ref is not None:
+                want(ref, _BEHAVIOUR, column)
+                self.channels.append(channel)
+        found = [resolve(name, "explicit") for name in settings.explicit]
+        self.explicit_refs = [ref for ref in found if ref is not None]
         for index, ref in enumerate(self.explicit_refs):
             want(ref, _EXPLICIT, index)
         self._ignition_on: frozenset[float] = frozenset()
-        if settings.ignition:
-            ref = resolve_signal(catalog, vss, settings.ignition, "ignition")
-            want(ref, _IGNITION, 0)
-            self._ignition_on = _on_values(ref, settings.ignition_on)
+        ignition = resolve(settings.ignition, "ignition") if settings.ignition else None
+        if ignition is not None:
+            want(ignition, _IGNITION, 0)
+            self._ignition_on = _on_values(ignition, settings.ignition_on)
+        self.has_ignition = ignition is not None
         self._wanted = {key: (message, tuple(outputs)) for key, (message, outputs) in wanted.items()}
         self._plans: dict[tuple[Any, int, bool], _MessagePlan | None] = {}
         self._plans_by_message: dict[int, _MessagePlan] = {}
@@ -126,7 +137,7 @@ class FrameSampler:
         self._explicit: list[float | None] = [None] * len(self.explicit_refs)
         self._identity: str | None = None
         self._settled_at = math.inf
-        self.ignition_on = not settings.ignition  # without an ignition signal the data is one drive
+        self.ignition_on = not self.has_ignition  # without an ignition signal the data is one drive
         self._next_tick = math.nan
         self._last_time = -math.inf
         self.frames_decoded = 0
@@ -224,7 +235,7 @@ class FrameSampler:
             return
         if timestamp < self._next_tick - self._rewind:  # time ran back: a new capture or a stepped clock
             self.listener.on_rewind(timestamp)
-            self.ignition_on = not self.settings.ignition
+            self.ignition_on = not self.has_ignition
             self._restart(timestamp)
             return
         if timestamp - self._last_time > HOLD_SECONDS:

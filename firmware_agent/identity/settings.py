@@ -81,6 +81,9 @@ class IdentitySettings:
     mismatch_seconds: float = 120.0
     #: evidence older than this fades (so a change of driver in mid-drive can still be seen)
     evidence_horizon_seconds: float = 300.0
+    #: the signal settings the file gave (`explicit`, `ignition`, `behaviour.speed`, ...): a signal given
+    #: must exist in the databases; a default one the databases lack is simply not used
+    given: frozenset[str] = frozenset()
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], origin: str) -> IdentitySettings:
@@ -100,7 +103,10 @@ class IdentitySettings:
             if not isinstance(signal, str):
                 raise reader.fail(f"behaviour.{channel}", 'expected "MESSAGE.Signal", or "" for none')
             behaviour[channel] = signal
+        given = {key for key in ("explicit", "ignition") if key in table}
+        given |= {f"behaviour.{channel}" for channel in table.get("behaviour", {})}
         settings = cls(
+            given=frozenset(given),
             enabled=reader.boolean("enabled", defaults.enabled),
             explicit=reader.names("explicit", defaults.explicit),
             none_values=tuple(reader.numbers("none_values", defaults.none_values)),

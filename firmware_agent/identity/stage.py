@@ -95,11 +95,11 @@ class IdentityStage:
         self.on_drive_end = on_drive_end
         self.emit = emit
         self.set_driver = set_driver
+        self.sampler = FrameSampler(settings, catalog, vss, self)  # configuration errors first
         self.registry = ProfileRegistry(state_dir)
         self.model, reason = load_or_refit(self.registry, settings)
         if reason:
             log.info("identity: model refitted (%s): %s", reason, self._model_summary())
-        self.sampler = FrameSampler(settings, catalog, vss, self)
         self.counts = dict.fromkeys(
             (
                 "drives",
@@ -122,6 +122,11 @@ class IdentityStage:
         self._reported: tuple[str | None, str] = (None, NONE)
         self._details: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._last_profile: str | None = None
+
+    @property
+    def useful(self) -> bool:
+        """Whether the databases define any of the stage's explicit or behavioural signals."""
+        return bool(self.sampler.explicit_refs or self.sampler.channels)
 
     def _model_summary(self) -> str:
         if self.model is None:
@@ -146,7 +151,7 @@ class IdentityStage:
         """The data ended: a drive without ignition signal ends (and is learned); any other is cut short."""
         if self._drive is not None:
             end = timestamp if timestamp is not None else self._drive.start
-            self._end_drive(end, completed=not self.settings.ignition)
+            self._end_drive(end, completed=not self.sampler.has_ignition)
 
     def counters(self) -> dict[str, int]:
         """The stage's counters (`identity.*` in telemetry)."""
@@ -190,7 +195,7 @@ class IdentityStage:
         """Time ran back: a drive in progress ends there (learned only when there is no ignition signal)."""
         self._explicit_identity = None
         if self._drive is not None:
-            self._end_drive(timestamp, completed=not self.settings.ignition)
+            self._end_drive(timestamp, completed=not self.sampler.has_ignition)
 
     def on_ignition(self, timestamp: float, on: bool) -> None:
         """A drive starts or ends."""

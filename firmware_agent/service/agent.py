@@ -163,7 +163,7 @@ class Agent:
     def _identity_stage(self) -> IdentityStage | None:
         """The identity stage; off (one line on the log) when its saved state cannot be read."""
         try:
-            return IdentityStage(
+            stage = IdentityStage(
                 self.config.identity,
                 self.catalog,
                 self.vss,
@@ -175,6 +175,14 @@ class Agent:
             # The car's telemetry matters more than its driver profiles: run without them and say why.
             print(f"firmware-agent run: warning: identity stage off: {exc}", file=self.log)
             return None
+        if not stage.useful:
+            print(
+                "firmware-agent run: note: identity stage off: the databases define none of its signals "
+                "(name this vehicle's in [identity], see docs/identity.md)",
+                file=self.log,
+            )
+            return None
+        return stage
 
     # --- campaigns and signed updates ---------------------------------------------------------------
 

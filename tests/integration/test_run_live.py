@@ -24,6 +24,7 @@ from tests.integration.mosquitto import Mosquitto, backend_broker
 from tests.integration.telemetry_helpers import pycose_verify
 
 VEHICLE = "veh-0007"
+DRIVER = {"profile": "p-00000000000000aa", "source": "explicit", "confidence": 0.9}
 
 
 class CountingObserver:
@@ -40,7 +41,7 @@ class DriverAnnotator:
 
     def annotate(self, batch: Batch) -> None:
         self.batches += 1
-        batch.driver = {"id": "anna", "confidence": 0.9}
+        batch.driver = DRIVER
 
 
 def speed_frames(count: int) -> list[can.Message]:
@@ -107,7 +108,7 @@ def test_live_virtual_bus_with_identity_hooks_and_clean_stop(mosquitto: Mosquitt
     assert speeds == [float(i % 200) for i in range(300)]
     sent = [v for p in payloads for v in p.signals.get("Vehicle.Speed", ([], []))[1]]
     assert sent == speeds  # the clean stop flushed and delivered everything
-    assert all(p.driver == {"id": "anna", "confidence": 0.9} for p in payloads)
+    assert all(p.driver == DRIVER for p in payloads)  # an embedder's annotator runs after the identity stage
     assert annotator.batches == len(payloads)
     last = max(payloads, key=lambda p: p.seq)
     assert last.counters is not None

@@ -177,15 +177,24 @@ def test_bad_settings_name_the_key(table: dict[str, Any], problem: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "problem"),
+    ("table", "problem"),
     [
-        (IdentitySettings(explicit=("KEY_STATUS.KeyColour",)), "identity.explicit: no loaded database"),
-        (IdentitySettings(behaviour={"speed": "NOPE.Speed"}), "identity.behaviour.speed: no loaded database"),
-        (IdentitySettings(ignition_on=("RUNNING",)), "IgnitionState has no value 'RUNNING'"),
+        ({"explicit": ["KEY_STATUS.KeyColour"]}, "identity.explicit: no loaded database"),
+        ({"behaviour": {"speed": "NOPE.Speed"}}, "identity.behaviour.speed: no loaded database"),
+        ({"ignition": "IGNITION_STATUS.Ignition"}, "identity.ignition: no loaded database"),
+        ({"ignition_on": ["RUNNING"]}, "IgnitionState has no value 'RUNNING'"),
     ],
 )
-def test_signals_unknown_to_the_databases_are_refused(
-    catalog: Catalog, vss: VssMap, settings: IdentitySettings, problem: str
+def test_configured_signals_unknown_to_the_databases_are_refused(
+    catalog: Catalog, vss: VssMap, table: dict[str, Any], problem: str
 ) -> None:
+    settings = IdentitySettings.from_table(table, "agent.toml")
     with pytest.raises(UserError, match=problem):
         FrameSampler(settings, catalog, vss, Recorder())
+
+
+def test_default_signals_another_vehicle_lacks_are_left_out(vss: VssMap, rav4_dbc_specs: list[str]) -> None:
+    sampler = FrameSampler(
+        IdentitySettings(), Catalog.from_specs(rav4_dbc_specs, warn_stream=None), vss, Recorder()
+    )
+    assert (sampler.channels, sampler.explicit_refs, sampler.has_ignition) == ([], [], False)
