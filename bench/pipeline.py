@@ -11,6 +11,11 @@ baseline is the loop a user would write: cantools `decode_message` per frame and
 
     .venv/bin/python bench/pipeline.py [--repeat 8]
 
+A third workload measures the identity stage: a simulated 7-minute drive of the reference vehicle (its own
+DBCs, ignition on to off, the key in range), replayed `--repeat` times as that many drives, `--collect all`,
+identity on (the first drive activates the profile, every later one runs the behavioural model and ends
+with a refit) against identity off, in the same run.
+
 Prints, per workload: frames/s (agent and naive), the ratio, the share of one core that 4 buses at
 500 kbit/s and 80 % load (13,000 frames/s) would need, RSS over the run, and wire bytes per sample.
 No asserts on time.
@@ -45,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from firmware_agent.decode.catalog import Catalog  # noqa: E402
+from firmware_agent.identity.settings import IdentitySettings  # noqa: E402
 from firmware_agent.service.agent import Agent  # noqa: E402
 from firmware_agent.service.config import AgentConfig, BrokerSettings  # noqa: E402
 from firmware_agent.sources.base import EndOfSource, Source  # noqa: E402
@@ -166,9 +172,29 @@ def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"mqtt://127.0.0.1:{port}"
 
 
-def run_agent(rows: list[Row], repeat: int, collect: str, broker: str, workdir: Path) -> dict[str, Any]:
+def sim_rows(seconds: float) -> list[Row]:
+    """A simulated city drive of persona 1 on the reference vehicle (ignition on to off, key in range)."""
+    from sim import Simulation
+
+    frames = Simulation(driver=1, scenario="city", seed=3, duration=seconds).frames()
+    return [
+        (m.timestamp, str(m.channel), m.arbitration_id, m.is_extended_id, m.is_fd, bytes(m.data))
+        for m in frames
+    ]
+
+
+def run_agent(
+    rows: list[Row],
+    repeat: int,
+    collect: str,
+    broker: str,
+    workdir: Path,
+    dbc: tuple[str, ...] = tuple(DBC),
+    identity: IdentitySettings | None = None,
+) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    state = workdir / f"state-{collect.replace('/', '_')}"
+    label = "id" if identity is not None and identity.enabled else "noid"
+    state = workdir / f"state-{collect.replace('/', '_')}-{label}-{len(dbc)}"
     key = workdir / "key.pem"
     if not key.exists():
         generate_private_key(key)
@@ -178,10 +204,11 @@ def run_agent(rows: list[Row], repeat: int, collect: str, broker: str, workdir: 
         broker=BrokerSettings(url=broker),
         signing_key=key,
         state_dir=state,
-        dbc=tuple(DBC),
+        dbc=dbc,
         collect=collect,
         outbox_max_bytes=1024 * 1024 * 1024,
         exit_at_end=True,
+        identity=identity or IdentitySettings(),
     )
     with open(os.devnull, "w") as devnull:
         agent = Agent(config, sources=[MemorySource(rows, repeat)], log=devnull)
@@ -194,7 +221,9 @@ def run_agent(rows: list[Row], repeat: int, collect: str, broker: str, workdir: 
         sampler.stop.set()
     frames = len(rows) * repeat
     counts = agent.counters()
+    identity_counts = {k: v for k, v in counts.items() if k.startswith("identity.")}
     return {
+        "identity": identity_counts,
         "status": status,
         "frames": frames,
         "samples": counts.get("decode.samples", 0),
@@ -307,6 +336,29 @@ def report(name: str, agent: dict[str, Any], naive: dict[str, Any]) -> None:
     )
 
 
+def identity_workload(repeat: int, broker: str, workdir: Path) -> None:
+    """The reference vehicle's simulated drive, `--collect all`, identity on against off (same run)."""
+    from firmware_agent.vehicle import default_dbc_specs
+
+    rows = sim_rows(420)
+    dbc = tuple(default_dbc_specs())
+    on = IdentitySettings(activation_minutes=5.0)
+    off = IdentitySettings(enabled=False)
+    with_identity = run_agent(rows, repeat, "all", broker, workdir / "identity-on", dbc, on)
+    without = run_agent(rows, repeat, "all", broker, workdir / "identity-off", dbc, off)
+    counts = with_identity["identity"]
+    frames = with_identity["frames"]
+    print(f"\n== identity stage: simulated 7-min drive x {repeat} ({frames:,} frames), collect all")
+    learned = ", ".join(
+        f"{name} {counts.get('identity.' + key, 0)}"
+        for name, key in (("drives", "drives"), ("learned", "drives_learned"), ("windows", "windows"))
+    )
+    fps, cpu = with_identity["fps"], with_identity["cpu"]
+    print(f"  identity on:  {fps:>10,.0f} frames/s per core (cpu {cpu:.2f} s); {learned}")
+    print(f"  identity off: {without['fps']:>10,.0f} frames/s per core (cpu {without['cpu']:.2f} s)")
+    print(f"  ratio on/off: {with_identity['fps'] / without['fps']:.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=8, help="capture passes per run (default 8)")
@@ -331,6 +383,7 @@ def main() -> int:
                 run_agent(rows, args.repeat, "all", broker, workdir),
                 run_naive(rows, args.repeat, None),
             )
+            identity_workload(args.repeat, broker, workdir)
             loops = max(2, args.repeat // 2)
             rss, wall, status = daemon_rss(broker, workdir / "daemon", loops)
             quarters = [rss[i * len(rss) // 4 : (i + 1) * len(rss) // 4] or [0.0] for i in range(4)]
