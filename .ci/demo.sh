@@ -4,7 +4,10 @@
 #   2. decode it and print the per-message summary;
 #   3. start a local mosquitto (127.0.0.1, random port) and a verifying subscriber;
 #   4. run the agent on the drive with the demo campaigns: decode, collect, sign (COSE/Ed25519), outbox, MQTT;
-#   5. verify every received batch (signature, topic binding, seq) with the vehicle's public key.
+#   5. verify every received batch (signature, topic binding, seq) with the vehicle's public key;
+#   6. driver identification: learn anna's and ben's fingerprints from simulated drives (`profile learn`),
+#      then an owner's drive (identified, with the moment of decision) and ben driving with anna's key
+#      (driver_mismatch), both through the agent to the broker, the events shown by `verify --events`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -66,5 +69,47 @@ print(f"{sum(counts.values())} verified samples of {len(counts)} signals, e.g.:"
 for name, n in counts.most_common(8):
     print(f"  {n:6d}  {name}")
 PY
+
+step "6. driver identification: learn two drivers, then an owner's drive and a borrowed key"
+# 10 minutes of driving activate a profile here (20 by default) so that the demo needs two drives each.
+printf '[identity]\nactivation_minutes = 10\n' > "$OUT/identity.toml"
+for who in anna ben; do
+  for seed in 1 2; do
+    scenario=$([ "$seed" = 1 ] && echo city || echo highway)
+    $BIN/firmware-agent sim --driver "$who" --scenario "$scenario" --seed "$seed" --duration 420 \
+        --out "$OUT/learn-$who-$seed.log" 2>/dev/null
+  done
+done
+$BIN/firmware-agent profile learn --config "$OUT/identity.toml" --state-dir "$OUT/state-identity" \
+    "$OUT"/learn-*.log
+$BIN/firmware-agent profile list --config "$OUT/identity.toml" --state-dir "$OUT/state-identity"
+$BIN/firmware-agent sim --driver anna --scenario city --seed 7 --duration 420 --out "$OUT/owner.log" 2>/dev/null
+$BIN/firmware-agent sim --driver ben --scenario borrowed-key --key-of anna --seed 8 --duration 420 \
+    --out "$OUT/borrowed.log" 2>/dev/null
+$BIN/firmware-agent verify --broker "mqtt://127.0.0.1:$port" --public-key "$OUT/vehicle-pub.pem" \
+    --save "$OUT/identity.dump" --format none --timeout 300 2>"$OUT/subscriber-identity.log" &
+subscriber=$!
+pids+=($subscriber)
+for _ in $(seq 200); do grep -q "subscribed" "$OUT/subscriber-identity.log" 2>/dev/null && break; sleep 0.05; done
+for drive in owner borrowed; do
+  echo "-- $drive.log through the agent"
+  $BIN/firmware-agent run --config "$OUT/identity.toml" --source "replay:$OUT/$drive.log" \
+      --broker "mqtt://127.0.0.1:$port" --vehicle-id demo-0002 --signing-key "$OUT/vehicle-key.pem" \
+      --state-dir "$OUT/state-identity" --exit-at-end 2>&1 | grep -v "^firmware-agent run: [0-9]" || true
+done
+sleep 0.5
+kill -TERM "$subscriber" 2>/dev/null || true
+wait "$subscriber" 2>/dev/null || true
+$BIN/firmware-agent verify "$OUT/identity.dump" --public-key "$OUT/vehicle-pub.pem" --format none \
+    --events "$OUT/identity-events.jsonl"
+$BIN/python - "$OUT/identity-events.jsonl" <<'PY'
+import json, sys, time
+print("driver events in the verified telemetry:")
+for line in open(sys.argv[1]):
+    event = json.loads(line)
+    if event["kind"].startswith("driver_"):
+        when = time.strftime("%H:%M:%S", time.gmtime(event["time"]))
+        print(f"  seq {event['seq']:3d}  {when}  {event['kind']:18s} {json.dumps(event['detail'])}")
+PY
 echo
-echo "Files: $OUT (drive.log, telemetry.dump, samples.jsonl, state/outbox)"
+echo "Files: $OUT (drive.log, telemetry.dump, samples.jsonl, state/outbox, state-identity/identity)"

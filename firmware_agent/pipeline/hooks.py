@@ -1,4 +1,7 @@
-"""Extension points between collection and publishing (the driver-identification stage plugs in here).
+"""Extension points between collection and publishing, for embedders of `Agent`.
+
+The driver-identification stage (`identity.stage`) is wired in by the agent itself: it reads frames, and
+fills `batch.driver` as the first annotator; these hooks run after it.
 
 - A `SampleObserver` sees every sample the decode stage produces (after E2E checks), in time order, before
   the collector does; it may emit events (e.g. `driver_change`) through the `emit` callable it was given.

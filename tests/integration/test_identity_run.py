@@ -8,6 +8,7 @@ Activation is lowered to 5 minutes so that one 7-minute drive per persona activa
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,13 @@ def profile_of(state: Path, persona: str) -> str:
     return ProfileRegistry(state).profile_id(f"KEY_STATUS.KeyId={key_id}")
 
 
+def copy_learned(learned: Path, folder: Path) -> Path:
+    """A copy of the learned state directory and configuration in `folder` (tests must not share one)."""
+    shutil.copytree(learned / "state", folder / "state")
+    shutil.copy(learned / "agent.toml", folder / "agent.toml")
+    return folder / "state"
+
+
 def run_agent(mosquitto: Mosquitto, folder: Path, state: Path, capture: Path) -> tuple[list[Payload], str]:
     """Replay `capture` through `firmware-agent run` and return every verified batch and stderr."""
     key_path = folder / "signing-key.pem"
@@ -92,9 +100,7 @@ def test_profile_list_shows_four_active_profiles(learned: Path, capsys: pytest.C
 def test_borrowed_key_raises_a_mismatch_in_verified_telemetry(
     mosquitto: Mosquitto, learned: Path, tmp_path: Path
 ) -> None:
-    state = tmp_path / "state"
-    subprocess.run(["cp", "-a", str(learned / "state"), str(state)], check=True)
-    (tmp_path / "agent.toml").write_text((learned / "agent.toml").read_text())
+    state = copy_learned(learned, tmp_path)
     capture = simulate(tmp_path / "borrowed.log", "ben", seed=23, scenario="borrowed-key", key_of="anna")
     payloads, stderr = run_agent(mosquitto, tmp_path, state, capture)
 
@@ -118,9 +124,7 @@ def test_borrowed_key_raises_a_mismatch_in_verified_telemetry(
 def test_owner_drive_is_identified_without_mismatch(
     mosquitto: Mosquitto, learned: Path, tmp_path: Path
 ) -> None:
-    state = tmp_path / "state"
-    subprocess.run(["cp", "-a", str(learned / "state"), str(state)], check=True)
-    (tmp_path / "agent.toml").write_text((learned / "agent.toml").read_text())
+    state = copy_learned(learned, tmp_path)
     capture = simulate(tmp_path / "owner.log", "anna", seed=29)
     payloads, stderr = run_agent(mosquitto, tmp_path, state, capture)
 
