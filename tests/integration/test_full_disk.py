@@ -221,7 +221,8 @@ def test_agent_on_a_2mib_state_dir_delivers_or_counts_every_batch_and_exits(
     assert set(payloads) <= set(range(committed))
     assert len(payloads) + evicted == committed, "every batch delivered once or counted as evicted"
     print(
-        f"2 MiB tmpfs: {committed} committed, {len(payloads)} delivered, {evicted} evicted, counters {last.counters}"
+        f"2 MiB tmpfs: {committed} committed, {len(payloads)} delivered, {evicted} evicted, "
+        f"counters {last.counters}"
     )
     verifier.finish()  # gaps between delivered seqs are evictions the vehicle counted, not problems
     assert verifier.problems == [] and verifier.counted_lost == verifier.missing <= evicted
