@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.telemetry.subscriber import Subscriber
 from firmware_agent.telemetry.verify import TelemetryVerifier
 from firmware_agent.values import Batch, Sample
-from tests.integration.mosquitto import Mosquitto, backend_broker
+from tests.integration.mosquitto import Mosquitto, backend_broker, free_port
 from tests.integration.telemetry_helpers import pycose_verify
 
 DISK_BYTES = 2 * 1024 * 1024
@@ -56,6 +58,45 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+class Gate:
+    """A TCP port in front of the broker that refuses connections until `open()` (a broker outage for one
+    client only, while the backend's subscriber stays connected to the broker itself)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self._listener: socket.socket | None = None
+
+    def open(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
 
 
 def fill(directory: Path) -> Path:
@@ -164,7 +205,11 @@ def test_a_batch_evicted_in_flight_is_counted_once(tmp_path: Path) -> None:
 
 
 def _agent(broker_url: str, key: Path, state: Path, source: str, *dbc: str) -> list[str]:
-    command = [sys.executable, "-m", "firmware_agent", "run", "--source", source, "--collect", "all"]
+    # The RAV4's databases lack the identity stage's signals: this test is about the outbox.
+    config = key.with_name("agent.toml")
+    config.write_text("[identity]\nenabled = false\n")
+    command = [sys.executable, "-m", "firmware_agent", "run", "--config", str(config)]
+    command += ["--source", source, "--collect", "all"]
     command += ["--broker", broker_url, "--vehicle-id", VEHICLE, "--signing-key", str(key)]
     command += ["--state-dir", str(state), "--exit-at-end"]
     for spec in dbc:
@@ -174,20 +219,20 @@ def _agent(broker_url: str, key: Path, state: Path, source: str, *dbc: str) -> l
 
 def test_agent_on_a_2mib_state_dir_delivers_or_counts_every_batch_and_exits(
     small_disk: Path,
-    mosquitto_persistent: Mosquitto,
+    mosquitto: Mosquitto,
     tmp_path: Path,
     rav4_capture: Path,
     rav4_dbc_specs: list[str],
 ) -> None:
     """The issue's replay: every signal of the RAV4 drive, broker down until the outbox overflowed."""
-    broker = mosquitto_persistent
+    broker = mosquitto
     key_path = tmp_path / "signing-key.pem"
     private = generate_private_key(key_path)
     state = small_disk / "state"
     verifier = TelemetryVerifier({Signer(private).kid: private.public_key()}, allow_duplicates=True)
-    with Subscriber(backend_broker(broker), ["vehicles/+/telemetry"], "backend", session_expiry=600) as sub:
-        broker.stop()
-        command = _agent(broker.url, key_path, state, f"replay:{rav4_capture}", *rav4_dbc_specs)
+    gate = Gate(broker.host, broker.port)  # the agent's way to the broker: closed until the outbox overflowed
+    with Subscriber(backend_broker(broker), ["vehicles/+/telemetry"]) as sub:
+        command = _agent(gate.url, key_path, state, f"replay:{rav4_capture}", *rav4_dbc_specs)
         agent = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         try:
             assert agent.stderr is not None
@@ -197,10 +242,11 @@ def test_agent_on_a_2mib_state_dir_delivers_or_counts_every_batch_and_exits(
                 if "evicting" in line:
                     break
             time.sleep(2.0)  # let the replay finish offline
-            broker.start()
+            gate.open()
             _, rest = agent.communicate(timeout=120)
         finally:
             agent.kill()
+            gate.close()
         stderr = "".join(lines) + rest
         assert agent.returncode == 0, stderr
         messages = []
@@ -213,6 +259,7 @@ def test_agent_on_a_2mib_state_dir_delivers_or_counts_every_batch_and_exits(
         payload = pycose_verify(message, topic, private)
         payloads[payload.seq] = payload
         verifier.check(topic, message)
+    assert payloads, stderr
     last = payloads[max(payloads)]
     assert last.counters is not None, "the final batch carries the final counters"
     committed = last.counters["outbox.committed"] + 1  # its own commit is counted after sealing
