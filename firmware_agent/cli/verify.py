@@ -130,7 +130,12 @@ def _do_verify(args: argparse.Namespace) -> int:
             )
         else:
             subscriber = None
-            messages = (item for path in args.inputs for item in read_dump(path))
+
+            def bad_line(error: UserError) -> None:
+                verifier.problems.append(Problem("malformed", "-", str(error)))
+                print(f"{error}", file=sys.stderr)
+
+            messages = (item for path in args.inputs for item in read_dump(path, bad_line))
         expected = args.count
         try:
             for topic, message, source in messages:
@@ -159,6 +164,8 @@ def _do_verify(args: argparse.Namespace) -> int:
             print(verifier.problems[-1], file=sys.stderr)
     duplicates = f", {verifier.duplicates} duplicates" if verifier.duplicates else ""
     missing = f", {verifier.missing} missing" if verifier.missing else ""
+    if verifier.counted_lost:
+        missing += f" ({verifier.counted_lost} counted as lost by the vehicle)"
     print(
         f"verify: {verifier.received} messages, {verifier.verified} verified{duplicates}{missing}, "
         f"{len(verifier.problems)} problems",

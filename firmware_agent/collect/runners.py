@@ -40,12 +40,22 @@ _NOT_SEEN: Any = object()
 
 
 def next_on_grid(point: float, step: float, now: float) -> float:
-    """The first `point + k * step` (k >= 0) strictly after `now`."""
+    """The first `point + k * step` (k >= 0) strictly after `now`, or the next float after `now`.
+
+    Far from zero a float64 cannot hold the grid: at 2e17 s (a capture stamped in microseconds, read as
+    seconds) `now + 0.1 == now`. Stepping until the sum moved spun forever there at 100 % CPU with the
+    stop flag out of reach; now every path ends after one step and the time moves by at least one ulp.
+    """
     if now < point:
         return point
-    candidate = point + step * (math.floor((now - point) / step) + 1)
-    while candidate <= now:  # rounding
-        candidate += step
+    ticks = (now - point) / step
+    if not math.isfinite(ticks):
+        return math.nextafter(now, math.inf)
+    candidate = point + step * (math.floor(ticks) + 1)
+    if candidate <= now:  # rounding
+        candidate = now + step
+    if candidate <= now:  # the step is below the float's resolution at this time
+        candidate = math.nextafter(now, math.inf)
     return candidate
 
 

@@ -113,7 +113,7 @@ class Agent:
         self.checker = E2EChecker(config.e2e, self._event)
         self.observers = list(observers)
         try:
-            config.state_dir.mkdir(parents=True, exist_ok=True)
+            config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"{config.state_dir}: cannot create the state directory: {exc.strerror}") from exc
         self.identity = self._identity_stage() if config.identity.enabled else None
@@ -154,6 +154,7 @@ class Agent:
         self.batches_committed = 0
         self._stats_due = 0.0  # monotonic time of the next counters report
         self._force_stats = False
+        self._stats_sealed = False  # the batch being committed carries the counters report
         self._last_frame_time: float | None = None
         self._last_frame_mono = 0.0
         self._next_poll = 0.0
@@ -268,11 +269,15 @@ class Agent:
         for batch in batches:
             for annotator in self.annotators:
                 annotator.annotate(batch)
+            self._stats_sealed = False
             try:
                 self.outbox.commit(batch)
             except BatchRejectedError:
                 self.rejected_batches += 1
                 continue
+            if self._stats_sealed:
+                self._force_stats = False
+                self._stats_due = time.monotonic() + self.config.stats_interval
             self.batches_committed += 1
             committed = True
         if committed:
@@ -310,11 +315,11 @@ class Agent:
         return counts
 
     def _counters_when_due(self) -> Mapping[str, int]:
-        now = time.monotonic()
-        if not self._force_stats and now < self._stats_due:
+        # Called on every seal, also when the outbox re-seals a batch after evicting: the report is due
+        # until a commit that carries it succeeds (`_commit` then clears it), so a retry keeps the counters.
+        if not self._force_stats and time.monotonic() < self._stats_due:
             return {}
-        self._force_stats = False
-        self._stats_due = now + self.config.stats_interval
+        self._stats_sealed = True
         return self.counters()
 
     def health(self) -> dict[str, Any]:
@@ -340,8 +345,10 @@ class Agent:
             or dropped > self._dropped_at_last_health
         )
         self._dropped_at_last_health = dropped
+        reasons = [self.outbox.condition] if self.outbox.condition else []
         return {
-            "status": "degraded" if degraded else "ok",
+            "status": "degraded" if degraded or reasons else "ok",
+            "reasons": reasons,
             "vehicle_id": self.config.vehicle_id,
             "uptime_s": round(time.time() - self.started, 1),
             "buses": buses,

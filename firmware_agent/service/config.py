@@ -7,6 +7,7 @@ naming the file, the key and what is wrong (`UserError`, exit status 2).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -177,14 +178,28 @@ class _Reader:
             raise self.fail(key, "expected a list of strings")
         return list(value)
 
-    def number(self, key: str, default: float, minimum: float = 0.0, integer: bool = False) -> Any:
+    def number(
+        self,
+        key: str,
+        default: float,
+        minimum: float = 0.0,
+        integer: bool = False,
+        maximum: float = 1e9,
+    ) -> Any:
         value = self.get(key)
         if value is None:
             return default
         kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        # nan passes every comparison and inf every minimum: both broke the agent later (a traceback at
+        # shutdown for `shutdown_timeout = inf`), so a number must be finite and within its range
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kinds)
+            or not math.isfinite(value)
+            or not minimum <= value <= maximum
+        ):
             kind = "an integer" if integer else "a number"
-            raise self.fail(key, f"expected {kind} >= {minimum:g}, got {value!r}")
+            raise self.fail(key, f"expected {kind} from {minimum:g} to {maximum:g}, got {value!r}")
         return value
 
 
@@ -263,7 +278,7 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         ca_file=file.path("broker.ca_file"),
         cert_file=file.path("broker.cert_file"),
         key_file=file.path("broker.key_file"),
-        keepalive=file.number("broker.keepalive", 30, 5, integer=True),
+        keepalive=file.number("broker.keepalive", 30, 5, integer=True, maximum=65535),
         max_inflight=file.number("broker.max_inflight", 20, 1, integer=True),
     )
 

@@ -10,8 +10,11 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 
 from firmware_agent.errors import UserError
+from firmware_agent.telemetry.keys import check_secret
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+#: MQTT's Keep Alive is a 16-bit number of seconds; paho's network thread died on a larger one.
+MAX_KEEPALIVE = 65535
 
 
 class BrokerConfigError(UserError):
@@ -41,23 +44,43 @@ class BrokerConfig:
         for path in (self.ca_file, self.cert_file, self.key_file):
             if path is not None and not Path(path).is_file():
                 raise BrokerConfigError(f"{path}: no such file")
+        if self.key_file is not None:
+            check_secret(Path(self.key_file), "TLS client key")
+        if not 0 < self.keepalive <= MAX_KEEPALIVE:
+            raise BrokerConfigError(f"keepalive {self.keepalive}: must be 1..{MAX_KEEPALIVE} seconds (MQTT)")
 
     def address(self) -> tuple[str, int]:
         """The (host, port) of the URL; raises `BrokerConfigError` for anything but mqtt(s)://host[:port]."""
-        parts = urlsplit(self.url)
-        if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
-            raise BrokerConfigError(
-                f"broker URL {self.url!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
-            )
+        shown = redacted(self.url)
         try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
-        except ValueError as exc:
-            raise BrokerConfigError(f"broker URL {self.url!r}: {exc}") from exc
-        return parts.hostname, port
+            parts = urlsplit(self.url)
+            hostname, port = parts.hostname, parts.port
+        except ValueError as exc:  # mqtt://[::1 (unclosed IPv6 bracket), port out of range, ...
+            raise BrokerConfigError(f"broker URL {shown!r}: {exc}") from exc
+        if parts.scheme not in DEFAULT_PORTS or not hostname or parts.path not in ("", "/"):
+            raise BrokerConfigError(f"broker URL {shown!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        if parts.username is not None or parts.password is not None:
+            # never silently dropped, never echoed: the agent authenticates with client certificates
+            raise BrokerConfigError(
+                f"broker URL {shown!r}: user names and passwords are not supported; use mqtts:// with a "
+                "client certificate (cert_file, key_file)"
+            )
+        if port == 0:
+            raise BrokerConfigError(f"broker URL {shown!r}: port 0 is not a port")
+        return hostname, port or DEFAULT_PORTS[parts.scheme]
 
     def uses_tls(self) -> bool:
         """True for `mqtts://`."""
         return urlsplit(self.url).scheme == "mqtts"
+
+
+def redacted(url: str) -> str:
+    """`url` with any password replaced by `***`, for messages (a URL may carry `user:password@`)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}"
 
 
 def make_client(config: BrokerConfig, client_id: str) -> mqtt.Client:

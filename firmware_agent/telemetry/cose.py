@@ -10,6 +10,7 @@ Built on `cryptography` and `cbor2`; the tests check it against pycose, an indep
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 
 import cbor2
@@ -64,10 +65,17 @@ class Signer:
 
 
 def _parse(message: bytes) -> tuple[bytes, dict[object, object], bytes, bytes]:
+    stream = io.BytesIO(message)
     try:
-        obj = cbor2.loads(message)
+        obj = cbor2.CBORDecoder(stream).decode()
     except Exception as exc:  # cbor2 raises several unrelated types on garbage
         raise MalformedMessageError(f"not CBOR: {exc}") from exc
+    if stream.tell() != len(message):
+        # cbor2.loads ignores what follows the first item: bytes appended to a signed message would
+        # otherwise pass unnoticed (and a receiver storing the raw message would store them)
+        raise MalformedMessageError(
+            f"{len(message) - stream.tell()} trailing bytes after the COSE_Sign1 message"
+        )
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
         raise MalformedMessageError("not a tagged COSE_Sign1 message (CBOR tag 18)")
     parts = obj.value

@@ -64,18 +64,33 @@ def generate_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def check_secret(path: Path, what: str = "private key") -> None:
+    """The one rule for every secret (signing key, keyring folder, TLS client key): owned by the user the
+    agent runs as, and not accessible by group or others; else a one-line `KeyFileError` saying the fix."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    fix = "chmod 700" if stat.S_ISDIR(info.st_mode) else "chmod 600"
+    if info.st_uid != os.geteuid():
+        raise KeyFileError(
+            f"{path}: {what} is owned by uid {info.st_uid}, not by the agent's user (uid {os.geteuid()}); "
+            f"run: chown {os.geteuid()} {path} && {fix} {path}"
+        )
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path}: {what} is accessible by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"run: {fix} {path}"
+        )
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load an Ed25519 PKCS#8 PEM private key, refusing files readable by group or others."""
+    check_secret(path)
     try:
-        mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read private key: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"{path}: private key is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -131,7 +146,8 @@ class Keyring:
             raise KeyFileError(f"{path}: cannot read the active key id: {exc}") from exc
 
     def active_key(self) -> Ed25519PrivateKey:
-        """Load the signing key."""
+        """Load the signing key (the folder itself must be private too: a key planted there would sign)."""
+        check_secret(self.directory, "keyring folder")
         return load_private_key(self._path_of(self.active_kid()))
 
     def public_keys(self) -> dict[bytes, Ed25519PublicKey]:

@@ -5,9 +5,11 @@ batch and its sequence number are on disk and survive `kill -9` and power loss. 
 `meta` table and is advanced in the same transaction that stores the batch, so it is never reused, even
 after acknowledged rows are deleted or the process dies mid-commit.
 
-Size is bounded with SQLite's `max_page_count` (`max_bytes / page_size`); the write-ahead log adds at most
-about `WAL_AUTOCHECKPOINT_PAGES` pages between checkpoints. When a write fails with
-`database or disk is full` (the bound or a real full disk), rows are evicted and the commit retried:
+Size: everything the outbox keeps on disk (database, write-ahead log, `-shm` index and a small reserve
+file) stays below `max_bytes` and below a share of the file system, re-planned before every commit from
+the free space (`telemetry/disk.py` explains the split and why deletes keep working on a full disk). The
+database part is enforced with SQLite's `max_page_count`. When a write fails with `database or disk is
+full` (the bound or a real full disk), rows are evicted and the commit retried:
 
 1. dead letters, oldest first (they will never be delivered);
 2. then queued batches by priority, lowest first, oldest first within a priority;
@@ -15,36 +17,56 @@ about `WAL_AUTOCHECKPOINT_PAGES` pages between checkpoints. When a write fails w
    to make room for another high-priority batch (last resort), and a low-priority batch that finds only
    higher-priority rows is rejected rather than evicting them.
 
-A batch that cannot fit even then is rejected: `commit()` raises `BatchRejectedError` and `rejected`
-counts it; its sequence number is not consumed. Every count is persisted in `meta` with the change it
-counts, so they survive restarts and can be reported in telemetry.
+A batch that cannot fit even then (or is larger than the budget's `max_batch`) is rejected: `commit()`
+raises `BatchRejectedError` and `rejected` counts it; its sequence number is not consumed. Every count is
+persisted in `meta` with the change it counts, so they survive restarts and can be reported in telemetry;
+a count whose own write failed (the disk was full) is kept in memory and written with the next
+transaction that succeeds.
+
+A batch evicted while the uploader has it in flight (`published(seq)`) may still be delivered: paho holds
+its own copy. It is recorded in `evicted_in_flight` instead of being counted: a later PUBACK counts it as
+acknowledged, and only when the copy is gone for good (the outbox is closed or reopened) does it count as
+evicted. So no batch is both delivered and counted as lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 from firmware_agent.errors import UserError
+from firmware_agent.telemetry.disk import (
+    DISK_SHARE,
+    PAGE_SIZE,
+    Budget,
+    FreeSpace,
+    Reserve,
+    free_space,
+    plan_budget,
+)
 from firmware_agent.values import Batch
+
+log = logging.getLogger(__name__)
 
 #: The persisted counters, in report order.
 COUNTERS = ("committed", "acknowledged", "evicted", "evicted_bytes", "dead_lettered", "disk_full", "rejected")
 #: Dead letters kept for inspection; older ones are dropped first.
 MAX_DEAD_LETTERS = 1000
-PAGE_SIZE = 4096
-#: Pages the WAL may grow by between automatic checkpoints (1 MiB with 4 KiB pages).
-WAL_AUTOCHECKPOINT_PAGES = 256
 #: Smallest useful bound: schema pages plus room for a few batches.
 MIN_BYTES = 64 * 1024
 #: SQLite's primary result code for "database or disk is full" (`sqlite3.SQLITE_FULL` from Python 3.11).
 _SQLITE_FULL = 13
 
 Seal = Callable[[Batch, int], bytes]
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -53,6 +75,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_eviction ON outbox (priority, seq);
 CREATE TABLE IF NOT EXISTS dead_letter (
     seq INTEGER PRIMARY KEY, reason TEXT NOT NULL, failed REAL NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS evicted_in_flight (seq INTEGER PRIMARY KEY, bytes INTEGER NOT NULL);
 """
 
 
@@ -62,6 +85,11 @@ class OutboxError(UserError):
 
 class BatchRejectedError(Exception):
     """The batch could not be stored even after eviction; it is counted under `rejected`."""
+
+
+class OutboxFullError(Exception):
+    """A write the outbox must do (recording an acknowledgement) failed for lack of disk space, even after
+    giving back its reserve; the caller keeps what it wanted to record and tries again later."""
 
 
 @dataclass(frozen=True)
@@ -83,40 +111,72 @@ class DeadLetter:
     data: bytes
 
 
-def _is_full(exc: sqlite3.OperationalError) -> bool:
+def _is_full(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
-    return code == _SQLITE_FULL if code is not None else "is full" in str(exc)
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_FULL)
+    return "is full" in str(exc)
 
 
 class Outbox:
     """Signed batches, stored until acknowledged. Thread-safe; one `Outbox` per database file.
 
     `seal(batch, seq)` turns a batch into the bytes to store and publish (see `BatchSealer`); it runs inside
-    the commit transaction, after `seq` is known.
+    the commit transaction, after `seq` is known. `free_space(directory)` says how many bytes the file
+    system still has (statvfs; tests pass a smaller disk).
     """
 
-    def __init__(self, path: Path, seal: Seal, max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        path: Path,
+        seal: Seal,
+        max_bytes: int = 64 * 1024 * 1024,
+        free_space: FreeSpace = free_space,
+    ) -> None:
         if max_bytes < MIN_BYTES:
             raise ValueError(f"outbox max_bytes {max_bytes} is below the minimum {MIN_BYTES}")
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._seal = seal
+        self._free_space = free_space
         self._last_size = 0  # bytes of the batch being committed, for eviction after a full error
         self._closed = False
         self._lock = threading.RLock()
+        self._unsaved: dict[str, int] = {}  # counts whose own write failed, written with the next one
+        self._transaction_has_unsaved = False
+        self._in_flight: set[int] = set()
+        self._evicted_in_flight = 0
+        self._condition: str | None = None
+        self._applied: Budget | None = None
+        self.reserve = Reserve(self.path.with_name(self.path.name + "-reserve"))
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._open(max_bytes)
         except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from exc
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            # A full disk: the -shm index or the first WAL frames need room. Give back the reserve, retry.
+            if not self.reserve.release():
+                self._db.close()
+                raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from exc
+            try:
+                self._open()
+            except sqlite3.Error as again:
+                self._db.close()
+                raise OutboxError(f"{self.path}: cannot open the outbox: {again}") from again
+        except OSError as exc:
+            self._db.close()
             raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from exc
         self._counters = dict(
             self._db.execute("SELECT key, value FROM meta WHERE key != 'next_seq'").fetchall()
         )
+        self._settle_evicted_in_flight()
 
-    # --- schema and transactions -------------------------------------------------------------------
+    # --- schema, budget and transactions -----------------------------------------------------------
 
-    def _open(self, max_bytes: int) -> None:
+    def _open(self) -> None:
         self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only takes effect on a new file
         mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -124,10 +184,13 @@ class Outbox:
                 f"{self.path}: the file system does not support SQLite WAL (journal mode {mode})"
             )
         self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-        self._db.execute(f"PRAGMA journal_size_limit = {WAL_AUTOCHECKPOINT_PAGES * PAGE_SIZE}")
-        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
-        self._db.execute(f"PRAGMA max_page_count = {max_bytes // page_size}")
+        # Debian's SQLite is built with SECURE_DELETE: every freed page is zeroed *through the WAL*, so
+        # deleting an acknowledged 80 KB batch wrote 80 KB of zeros first, and on a full disk nothing could
+        # be deleted at all. FAST zeroes deleted content inside b-tree pages only (no extra I/O) and leaves
+        # freed overflow pages as they are until reused; the data was in the outbox anyway.
+        self._db.execute("PRAGMA secure_delete = FAST")
+        self._applied = None
+        self._replan()
         with self._transaction():
             self._create_schema()
 
@@ -139,19 +202,81 @@ class Outbox:
             [("next_seq",)] + [(c,) for c in COUNTERS],
         )
 
+    def _used(self) -> int:
+        used = self.reserve.held()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                used += self.path.with_name(self.path.name + suffix).stat().st_size
+        return used
+
+    def budget(self) -> Budget:
+        """The bound as of now: `max_bytes` or a share of what the file system can hold, the smaller."""
+        try:
+            available = self._free_space(self.path.parent)
+        except OSError:
+            available = self.max_bytes
+        return plan_budget(self.max_bytes, available, self._used())
+
+    def _replan(self) -> Budget:
+        """Follow the file system's free space: apply the budget's limits and keep the reserve."""
+        budget = self.budget()
+        if budget != self._applied:
+            self._db.execute(f"PRAGMA max_page_count = {budget.db_pages}")
+            self._db.execute(f"PRAGMA wal_autocheckpoint = {budget.checkpoint_pages}")
+            self._db.execute(f"PRAGMA journal_size_limit = {budget.wal_bytes}")
+            self._applied = budget
+        try:
+            available = self._free_space(self.path.parent)
+        except OSError:
+            available = 0
+        self.reserve.ensure(budget.reserve_bytes, available)
+        return budget
+
     def _transaction(self) -> _Transaction:
+        self._transaction_has_unsaved = False
         return _Transaction(self._db)
 
     def _bump(self, **deltas: int) -> None:
-        """Add to persisted counters inside the caller's transaction."""
+        """Add to persisted counters inside the caller's transaction (with any count not yet written)."""
+        if not self._transaction_has_unsaved:
+            self._transaction_has_unsaved = True
+            for key, delta in self._unsaved.items():
+                deltas[key] = deltas.get(key, 0) + delta
         for key, delta in deltas.items():
             if delta:
                 self._db.execute("UPDATE meta SET value = value + ? WHERE key = ?", (delta, key))
 
     def _apply(self, **deltas: int) -> None:
         """Mirror persisted counter changes in memory once their transaction has committed."""
+        if self._transaction_has_unsaved:
+            self._unsaved.clear()  # already in `_counters`; now also on disk
         for key, delta in deltas.items():
             self._counters[key] = self._counters.get(key, 0) + delta
+
+    def _write(self, action: Callable[[], _T]) -> _T:
+        """Run a write transaction; on a full disk give back the reserve once and retry."""
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc) or not self.reserve.release():
+                raise
+            self._set_condition("disk full: the outbox gave back its reserve to keep deleting")
+            return action()
+
+    def _set_condition(self, condition: str | None) -> None:
+        """Remember why the outbox is degraded (None: it is not); one log line per change."""
+        if condition == self._condition:
+            return
+        if condition is None:
+            log.info("outbox: %s: room again, no more evictions", self.path)
+        else:
+            log.warning("outbox: %s: %s", self.path, condition)
+        self._condition = condition
+
+    @property
+    def condition(self) -> str | None:
+        """Why the outbox is degraded (full and evicting, rejecting, cannot record acknowledgements)."""
+        return self._condition
 
     # --- the producer side -------------------------------------------------------------------------
 
@@ -161,32 +286,75 @@ class Outbox:
         Evicts per the module's policy when full; raises `BatchRejectedError` when the batch cannot fit.
         """
         with self._lock:
+            budget = self._replan()
+            evictions = 0
+            checkpointed = used_reserve = False
+            releases = self.reserve.releases
             while True:
                 try:
-                    return self._try_commit(batch)
+                    seq = self._try_commit(batch, budget.max_batch)
+                except _TooLargeError as exc:
+                    self._reject(
+                        f"batch of {exc.size} bytes (priority {batch.priority}) does not fit in the outbox: "
+                        f"at most {budget.max_batch} bytes pass through its WAL ({budget.total} bytes in all)"
+                    )
                 except sqlite3.OperationalError as exc:
                     if not _is_full(exc):
                         raise
                     needed = max(self._last_size, PAGE_SIZE)
+                    if not checkpointed:
+                        # A WAL that cannot grow on a full disk is restarted from its start (no new
+                        # space) by the first write after a complete checkpoint: try that first.
+                        checkpointed = True
+                        self._checkpoint()
+                        continue
+                else:
+                    if evictions == 0 and self._condition is not None and self._has_room(budget):
+                        self._set_condition(None)
+                    return seq
                 try:
-                    evicted = self._evict(needed, batch.priority)
+                    evicted = bool(self._write(functools.partial(self._evict, needed, batch.priority)))
                 except sqlite3.OperationalError as exc:
                     if not _is_full(exc):
                         raise
                     evicted = False  # a real full disk with no room even to delete: give up on this batch
+                evictions += 1
+                if not evicted and not used_reserve:
+                    # nothing left to evict, the file system is full: the reserve (given back here or
+                    # while counting this eviction) lets this batch in
+                    used_reserve = True
+                    if self.reserve.release() or self.reserve.releases > releases:
+                        self._set_condition("disk full: the outbox gave back its reserve")
+                        continue
                 if not evicted:
-                    self._count_outside_transaction(rejected=1)
-                    raise BatchRejectedError(
+                    self._reject(
                         f"batch of {needed} bytes (priority {batch.priority}) does not fit in the outbox "
-                        f"({self.max_bytes} bytes) even after eviction"
+                        f"({budget.total} bytes of at most {self.max_bytes}) even after eviction"
                     )
+                self._set_condition(
+                    f"full (max_bytes {self.max_bytes} or {DISK_SHARE:.0%} of the file system, the smaller): "
+                    "evicting the oldest batches of the lowest priority"
+                )
 
-    def _try_commit(self, batch: Batch) -> int:
+    def _has_room(self, budget: Budget) -> bool:
+        """A quarter of the database's bound is free again (hysteresis: one log line per change)."""
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return bool(budget.db_pages - pages + free >= budget.db_pages // 4)
+
+    def _reject(self, reason: str) -> NoReturn:
+        self._count_outside_transaction(rejected=1)
+        self._set_condition(f"rejecting batches: {reason}")
+        raise BatchRejectedError(reason)
+
+    def _try_commit(self, batch: Batch, max_batch: int) -> int:
         self._last_size = 0
         with self._transaction():
             seq = self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
             data = self._seal(batch, seq)
             self._last_size = len(data)
+            if len(data) > max_batch:
+                raise _TooLargeError(len(data))
             self._db.execute(
                 "INSERT INTO outbox (seq, priority, created, data) VALUES (?, ?, ?, ?)",
                 (seq, batch.priority, time.time(), data),
@@ -199,6 +367,7 @@ class Outbox:
     def _evict(self, needed: int, priority: int) -> bool:
         """Delete rows worth at least `needed` bytes that `priority` may displace; False if none could go."""
         evicted = evicted_bytes = 0
+        held: list[int] = []
         with self._transaction():
             self._bump(disk_full=1)
             freed = 0
@@ -218,19 +387,36 @@ class Outbox:
                     break
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", (row[0],))
                 freed += row[1]
-                evicted += 1
-                evicted_bytes += row[1]
+                if row[0] in self._in_flight:
+                    # paho still holds a copy: counted when we know whether it arrived
+                    self._db.execute("INSERT OR REPLACE INTO evicted_in_flight VALUES (?, ?)", row)
+                    held.append(row[0])
+                else:
+                    evicted += 1
+                    evicted_bytes += row[1]
             self._bump(evicted=evicted, evicted_bytes=evicted_bytes)
         self._apply(disk_full=1, evicted=evicted, evicted_bytes=evicted_bytes)
+        self._in_flight.difference_update(held)
+        self._evicted_in_flight += len(held)
+        if freed:
+            self._checkpoint()
         return freed > 0
 
+    def _checkpoint(self) -> None:
+        """Move the WAL into the database now (not TRUNCATE: the WAL file's room is kept for deletes)."""
+        with contextlib.suppress(sqlite3.OperationalError):  # else the next automatic checkpoint does it
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def _count_outside_transaction(self, **deltas: int) -> None:
+        for key, delta in deltas.items():
+            self._unsaved[key] = self._unsaved.get(key, 0) + delta
+            self._counters[key] = self._counters.get(key, 0) + delta
         try:
             with self._transaction():
-                self._bump(**deltas)
+                self._bump()
         except sqlite3.OperationalError:
-            pass  # still full: this count lives in memory only (reported, but lost at restart)
-        self._apply(**deltas)
+            return  # still full: `_unsaved` is written by the next transaction that works
+        self._apply()
 
     # --- the uploader side -------------------------------------------------------------------------
 
@@ -243,25 +429,57 @@ class Outbox:
             ).fetchall()
         return [PendingBatch(seq, priority, data) for seq, priority, data in rows]
 
-    def pending_count(self) -> int:
-        """Number of batches waiting for acknowledgement."""
+    def published(self, seq: int) -> None:
+        """The uploader handed batch `seq` to the MQTT client, which keeps a copy until the PUBACK."""
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            self._in_flight.add(seq)
+
+    def pending_count(self) -> int:
+        """Number of batches waiting for acknowledgement (evicted ones still in flight included)."""
+        with self._lock:
+            return (
+                int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]) + self._evicted_in_flight
+            )
 
     def acknowledge(self, seq: int) -> bool:
         """Delete batch `seq` after the broker's PUBACK; False if it was not there (evicted, or acked)."""
         return self.acknowledge_many([seq]) == 1
 
     def acknowledge_many(self, seqs: Iterable[int]) -> int:
-        """Delete several acknowledged batches in one transaction (one fsync); how many were there."""
+        """Delete several acknowledged batches in one transaction (one fsync); how many were there.
+
+        A batch evicted while in flight counts as acknowledged after all. Raises `OutboxFullError` when the
+        disk is too full to record it even after giving back the reserve.
+        """
+        seqs = list(seqs)
         with self._lock:
-            with self._transaction():
-                deleted = sum(
-                    self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount for seq in seqs
+            try:
+                deleted, late = self._write(functools.partial(self._acknowledge, seqs))
+            except sqlite3.OperationalError as exc:
+                if not _is_full(exc):
+                    raise
+                self._set_condition("disk full: acknowledgements cannot be recorded")
+                raise OutboxFullError(
+                    f"{self.path}: disk full: cannot record {len(seqs)} acknowledgements"
+                ) from exc
+            self._in_flight.difference_update(seqs)
+            self._evicted_in_flight -= late
+            return int(deleted + late)
+
+    def _acknowledge(self, seqs: list[int]) -> tuple[int, int]:
+        with self._transaction():
+            deleted = sum(
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount for seq in seqs
+            )
+            late = 0
+            if self._evicted_in_flight and deleted < len(seqs):
+                late = sum(
+                    self._db.execute("DELETE FROM evicted_in_flight WHERE seq = ?", (seq,)).rowcount
+                    for seq in seqs
                 )
-                self._bump(acknowledged=deleted)
-            self._apply(acknowledged=deleted)
-            return deleted
+            self._bump(acknowledged=deleted + late)
+        self._apply(acknowledged=deleted + late)
+        return deleted, late
 
     def dead_letter(self, seq: int, reason: str) -> bool:
         """Move batch `seq` to the dead letters (a final refusal, never retried); False if not there."""
@@ -273,14 +491,17 @@ class Outbox:
                     (reason, time.time(), seq),
                 ).rowcount
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                late = self._db.execute("DELETE FROM evicted_in_flight WHERE seq = ?", (seq,)).rowcount
                 self._db.execute(
                     "DELETE FROM dead_letter WHERE seq NOT IN "
                     "(SELECT seq FROM dead_letter ORDER BY seq DESC LIMIT ?)",
                     (MAX_DEAD_LETTERS,),
                 )
-                self._bump(dead_lettered=moved)
-            self._apply(dead_lettered=moved)
-            return moved > 0
+                self._bump(dead_lettered=moved + late)
+            self._apply(dead_lettered=moved + late)
+            self._in_flight.discard(seq)
+            self._evicted_in_flight -= late
+            return moved + late > 0
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters, newest first."""
@@ -290,12 +511,31 @@ class Outbox:
             ).fetchall()
         return [DeadLetter(*row) for row in rows]
 
+    def _settle_evicted_in_flight(self) -> None:
+        """Batches evicted while in flight whose MQTT copy is gone (closing, or a previous run): evicted."""
+        try:
+            with self._transaction():
+                count, size = self._db.execute(
+                    "SELECT count(*), coalesce(sum(bytes), 0) FROM evicted_in_flight"
+                ).fetchone()
+                if not count:
+                    return
+                self._db.execute("DELETE FROM evicted_in_flight")
+                self._bump(evicted=count, evicted_bytes=size)
+        except sqlite3.OperationalError:
+            return  # a full disk: settled at the next open
+        self._apply(evicted=count, evicted_bytes=size)
+        self._evicted_in_flight = 0
+
     # --- reporting and lifetime --------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        """The persisted counters (see `COUNTERS`), as of the last completed transaction."""
+        """The persisted counters (see `COUNTERS`), as of the last completed transaction, and
+        `evicted_in_flight`: evicted batches that may still arrive (not yet counted either way)."""
         with self._lock:
-            return {key: self._counters.get(key, 0) for key in COUNTERS}
+            counts = {key: self._counters.get(key, 0) for key in COUNTERS}
+            counts["evicted_in_flight"] = self._evicted_in_flight
+            return counts
 
     def next_seq(self) -> int:
         """The sequence number the next committed batch will get."""
@@ -303,13 +543,20 @@ class Outbox:
             return int(self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
 
     def close(self) -> None:
-        """Checkpoint the WAL and close the database; closing twice is harmless."""
+        """Settle in-flight evictions, checkpoint the WAL, close the database; closing twice is harmless."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
+                self._settle_evicted_in_flight()
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError as exc:
+                log.warning(
+                    "outbox: %s: checkpoint at close failed (%s); the WAL is replayed at next open",
+                    self.path,
+                    exc,
+                )
             finally:
                 self._db.close()
 
@@ -318,6 +565,14 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _TooLargeError(Exception):
+    """Raised inside the commit transaction (rolling it back): the sealed batch exceeds `max_batch`."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"batch of {size} bytes")
+        self.size = size
 
 
 class _Transaction:

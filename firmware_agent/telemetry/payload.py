@@ -168,7 +168,20 @@ _KNOWN_KEYS = frozenset({"v", "vehicle", "seq", "t0", "signals", "events", "driv
 
 
 def decode_payload(data: bytes) -> Payload:
-    """Decode a version-1 payload; raise `PayloadError` naming the first problem found."""
+    """Decode a version-1 payload; raise `PayloadError` naming the first problem found.
+
+    Any bytes at all, signed or not: numbers too large for a float (`t0 = 10**400`, a huge `dt`) are a
+    `PayloadError` like every other problem, never an `OverflowError` escaping to the caller.
+    """
+    try:
+        return _decode_payload(data)
+    except PayloadError:
+        raise
+    except (OverflowError, ValueError, TypeError, ArithmeticError) as exc:
+        raise PayloadError(f"payload has a value out of range: {exc}") from exc
+
+
+def _decode_payload(data: bytes) -> Payload:
     try:
         doc = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several unrelated types on garbage

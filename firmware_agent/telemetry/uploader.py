@@ -32,7 +32,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_agent.telemetry.broker import BrokerConfig, make_client
-from firmware_agent.telemetry.outbox import Outbox
+from firmware_agent.telemetry.outbox import Outbox, OutboxFullError
 from firmware_agent.telemetry.topics import (
     campaigns_topic,
     status_topic,
@@ -56,6 +56,7 @@ UPLOADER_COUNTERS = (
     "publish_errors",
     "callback_errors",
     "worker_errors",
+    "outbox_full_errors",
     "messages_received",
     "subscribe_failures",
 )
@@ -107,6 +108,7 @@ class Uploader:
         self._inflight: dict[int, int] = {}  # paho mid -> seq
         self._cursor = -1  # highest seq handed to paho
         self.max_inflight_seen = 0
+        self._outbox_problem: str | None = None
         # Flush bookkeeping: iteration numbers of the worker loop.
         self._progress = threading.Condition()
         self._iteration = 0
@@ -274,6 +276,11 @@ class Uploader:
                 if self._connected.is_set():
                     self._publish_pending()
                 idle = not self._inflight and self._outbox.pending_count() == 0
+                self._outbox_full(None)
+            except OutboxFullError as exc:
+                # Not a bug: the acknowledgements stay queued and are recorded once there is room.
+                self._outbox_full(str(exc))
+                idle = False
             except Exception:
                 self._count("worker_errors")
                 log.exception("uploader: worker error (counted; retrying on the next turn)")
@@ -283,6 +290,17 @@ class Uploader:
                     self._idle_at = iteration
                     self._progress.notify_all()
             self._wake.wait(timeout=1.0)
+
+    def _outbox_full(self, problem: str | None) -> None:
+        """One log line when acknowledgements start failing for lack of disk space, one when they recover."""
+        if problem == self._outbox_problem:
+            return
+        if problem is not None:
+            self._count("outbox_full_errors")
+            log.warning("uploader: %s (kept in memory, retried every turn)", problem)
+        else:
+            log.info("uploader: acknowledgements are recorded again")
+        self._outbox_problem = problem
 
     def _resolve_completions(self) -> None:
         """Apply the PUBACKs paho reported. A completion leaves the queue and `_inflight` only once the
@@ -324,6 +342,7 @@ class Uploader:
                 return
             # NO_CONN: paho keeps QoS 1 messages and sends them after reconnecting.
             self._inflight[info.mid] = row.seq
+            self._outbox.published(row.seq)
             self._cursor = row.seq
             self._count("published")
         self.max_inflight_seen = max(self.max_inflight_seen, len(self._inflight))

@@ -13,7 +13,7 @@ import binascii
 import csv
 import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -66,6 +66,10 @@ _ERROR_KINDS: tuple[tuple[type[VerificationError], str], ...] = (
 )
 
 
+#: The outbox counters that say a batch will never arrive (or may not: still settling).
+LOSS_COUNTERS = ("evicted", "evicted_in_flight", "dead_lettered")
+
+
 class TelemetryVerifier:
     """Checks a stream of telemetry messages against known public keys (by kid).
 
@@ -90,7 +94,10 @@ class TelemetryVerifier:
         self.verified = 0
         self.duplicates = 0
         self.missing = 0  # batches in the gaps found by finish()
+        self.counted_lost = 0  # of those, batches the vehicle counted as evicted or dead-lettered
+        self._losses: dict[str, tuple[int, int]] = {}  # vehicle -> (seq of the report, batches lost)
         self.problems: list[Problem] = []
+        self.counted: list[Problem] = []  # gaps the vehicle's counters account for (kind `evicted`)
 
     def check(self, topic: str, message: bytes, source: str = "") -> VerifiedBatch | Problem:
         """Verify one message received on `topic`; problems are also collected in `problems`."""
@@ -131,7 +138,21 @@ class TelemetryVerifier:
             else:
                 return Problem("replay", topic, f"seq {payload.seq} seen before", source)
         seen[payload.seq] = message
+        if payload.counters:
+            self._note_losses(vehicle, payload.seq, payload.counters)
         return VerifiedBatch(topic, kid, payload)
+
+    def _note_losses(self, vehicle: str, seq: int, counters: Mapping[str, object]) -> None:
+        """Keep the latest loss report of each vehicle: evicted, still-unsettled and dead-lettered batches."""
+        lost = 0
+        for name in LOSS_COUNTERS:
+            for key in (f"outbox.{name}", name):  # the agent prefixes them, a bare outbox does not
+                value = counters.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    lost += value
+                    break
+        if seq >= self._losses.get(vehicle, (-1, 0))[0]:
+            self._losses[vehicle] = (seq, lost)
 
     def _diagnose_bad_signature(
         self, topic: str, message: bytes, exc: BadSignatureError
@@ -139,7 +160,7 @@ class TelemetryVerifier:
         """Tell a batch moved to another topic (it verifies for its own) from a forged or damaged one."""
         try:
             claimed = telemetry_topic(decode_payload(unverified_payload(message)).vehicle)
-        except (PayloadError, VerificationError, UserError):
+        except Exception:  # a forged message may hold anything: the diagnosis must never raise
             claimed = None
         if claimed and claimed != topic:
             try:
@@ -151,16 +172,38 @@ class TelemetryVerifier:
         return "bad_signature", topic, str(exc)
 
     def finish(self) -> list[Problem]:
-        """The gaps in each vehicle's seq between the lowest and highest seen (also added to `problems`)."""
+        """The gaps in each vehicle's seq between the lowest and highest seen.
+
+        When the vehicle's latest `counters` account for every missing batch (`outbox.evicted`,
+        `outbox.evicted_in_flight`, `outbox.dead_lettered`), its gaps are reported with kind `evicted`: losses
+        the vehicle counted, listed in `counted` and not added to `problems`. Otherwise they are `gap`
+        problems: batches lost without a count, or still on their way.
+        """
         gaps = []
         for vehicle, seen in sorted(self._seen.items()):
             seqs = sorted(seen)
+            found = []
             for before, after in itertools.pairwise(seqs):
                 if after > before + 1:
-                    self.missing += after - before - 1
                     missing = f"seq {before + 1}" if after == before + 2 else f"seq {before + 1}..{after - 1}"
-                    gaps.append(Problem("gap", telemetry_topic(vehicle), f"{missing} missing"))
-        self.problems.extend(gaps)
+                    found.append((after - before - 1, missing))
+            total = sum(count for count, _ in found)
+            self.missing += total
+            lost = self._losses.get(vehicle, (0, 0))[1]
+            counted = bool(found) and total <= lost
+            topic = telemetry_topic(vehicle)
+            for _, missing in found:
+                if counted:
+                    detail = (
+                        f"{missing} missing, counted by the vehicle ({lost} batches evicted or dead-lettered)"
+                    )
+                    gaps.append(Problem("evicted", topic, detail))
+                else:
+                    gaps.append(Problem("gap", topic, f"{missing} missing"))
+            if counted:
+                self.counted_lost += total
+        self.counted.extend(g for g in gaps if g.kind == "evicted")
+        self.problems.extend(g for g in gaps if g.kind != "evicted")
         return gaps
 
 
@@ -171,12 +214,18 @@ class DumpFormatError(UserError):
     """A dump line that is not `TOPIC<TAB>BASE64`."""
 
 
-def read_dump(path: Path) -> Iterator[tuple[str, bytes, str]]:
-    """Yield `(topic, message, "FILE:LINE")` from a dump file, or from every file in a directory."""
+def read_dump(
+    path: Path, on_bad_line: Callable[[DumpFormatError], None] | None = None
+) -> Iterator[tuple[str, bytes, str]]:
+    """Yield `(topic, message, "FILE:LINE")` from a dump file, or from every file in a directory.
+
+    A line that is not `TOPIC<TAB>BASE64` raises `DumpFormatError`, or, with `on_bad_line`, is handed to it
+    and skipped (a verifier reports it with its line number and goes on with the rest of the dump).
+    """
     path = Path(path)
     if path.is_dir():
         for child in sorted(p for p in path.iterdir() if p.is_file()):
-            yield from read_dump(child)
+            yield from read_dump(child, on_bad_line)
         return
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -186,12 +235,18 @@ def read_dump(path: Path) -> Iterator[tuple[str, bytes, str]]:
         if not line.strip() or line.startswith("#"):
             continue
         topic, tab, encoded = line.partition("\t")
-        if not tab or not topic:
-            raise DumpFormatError(f"{path}:{number}: expected TOPIC<TAB>BASE64")
         try:
-            message = base64.b64decode(encoded, validate=True)
-        except binascii.Error as exc:
-            raise DumpFormatError(f"{path}:{number}: bad base64: {exc}") from exc
+            if not tab or not topic:
+                raise DumpFormatError(f"{path}:{number}: expected TOPIC<TAB>BASE64")
+            try:
+                message = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise DumpFormatError(f"{path}:{number}: bad base64: {exc}") from exc
+        except DumpFormatError as exc:
+            if on_bad_line is None:
+                raise
+            on_bad_line(exc)
+            continue
         yield topic, message, f"{path}:{number}"
 
 

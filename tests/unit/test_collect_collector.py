@@ -5,6 +5,7 @@ Timestamps are multiples of 1/8 s so that window edges fall exactly on samples (
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 import pytest
@@ -377,3 +378,25 @@ def test_an_event_on_the_wall_clock_does_not_wait_for_it_during_a_replay() -> No
     collector.offer(Sample(1_500_000_002.0, "speed", 1.0))
     (batch,) = collector.poll()
     assert [event.kind for event in batch.events] == ["bus_gap"]
+
+
+# -- absurd times ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", [1.7e15, 2e17, 1e300, 1.7e308])
+def test_absurd_timestamps_never_freeze_the_collector(start: float) -> None:
+    """A capture stamped in microseconds (read as seconds), a line stamped 2e17, `sim:start=1e300`: the
+    grid of a 10 Hz periodic campaign cannot be represented there (`t + 0.1 == t`); it used to spin."""
+    collector = Collector(
+        [
+            campaign('name = "p"\nmode = "periodic"\nperiod_ms = 100\nsignals = ["a"]'),
+            builtin_all(),
+        ]
+    )
+    stream = [Sample(start + i * start * 1e-15, "a", float(i)) for i in range(50)]
+    batches: list[Batch] = []
+    worker = threading.Thread(target=lambda: batches.extend(run(collector, stream)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), f"the collector spins at t = {start:g}"
+    assert sum(len(times) for b in batches for times, _ in b.samples.values()) >= 50

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,13 @@ def test_defaults_without_a_file() -> None:
             "broker: client certificate and key",
         ),
         (GOOD.replace("mqtts://broker.example:8883", "http://x"), "broker: broker URL 'http://x'"),
+        (GOOD.replace("max_inflight = 10", "keepalive = 70000"), "broker.keepalive: expected an integer"),
+        (GOOD.replace("mqtts://broker.example:8883", "mqtt://h:0"), "port 0 is not a port"),
+        (GOOD.replace("mqtts://broker.example:8883", "mqtt://[::1"), "Invalid IPv6 URL"),
+        (GOOD.replace("mqtts://broker.example:8883", "mqtt://u:hunter2@h"), "passwords are not supported"),
+        (GOOD + "shutdown_timeout = inf\n", "pipeline.shutdown_timeout: expected a number"),
+        (GOOD + "shutdown_timeout = nan\n", "pipeline.shutdown_timeout: expected a number"),
+        (GOOD.replace("burst_seconds = 0.5", "burst_seconds = inf"), "e2e.burst_seconds: expected a number"),
     ],
 )
 def test_errors_name_the_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
@@ -108,7 +116,31 @@ def test_errors_name_the_file_and_key(tmp_path: Path, text: str, needle: str) ->
         load_config(path, Overrides())
     message = str(error.value)
     assert message.startswith(f"{path}: ") and needle in message
-    assert "\n" not in message
+    assert "\n" not in message and "hunter2" not in message, "one line, never the password"
+
+
+def test_loose_secrets_are_refused(tmp_path: Path) -> None:
+    from firmware_agent.service.agent import load_signer
+    from firmware_agent.telemetry.broker import BrokerConfig
+    from firmware_agent.telemetry.keys import Keyring
+
+    ring = tmp_path / "ring"
+    Keyring.create(ring)
+    load_signer(ring)
+    ring.chmod(0o777)
+    with pytest.raises(UserError, match=r"keyring folder is accessible by group or others.*chmod 700"):
+        load_signer(ring)
+    ring.chmod(0o700)
+    active = next(ring.glob("*.pem"))
+    os.chown(active, 65534, -1)  # a key planted by another user
+    with pytest.raises(UserError, match="owned by uid 65534"):
+        load_signer(ring)
+    tls_key = tmp_path / "client.key"
+    tls_key.write_text("key")
+    tls_key.chmod(0o644)
+    (tmp_path / "c.pem").write_text("cert")
+    with pytest.raises(UserError, match="TLS client key is accessible by group or others"):
+        BrokerConfig("mqtts://h", tmp_path / "c.pem", tmp_path / "c.pem", tls_key)
 
 
 def test_bad_vehicle_id_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:

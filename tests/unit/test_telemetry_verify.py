@@ -134,9 +134,10 @@ def test_bad_dump_line_and_missing_key_are_user_errors(
     _, pub = key_and_pub
     (tmp_path / "x.dump").write_text(f"{TOPIC}\tnot base64!\n")
     result = _run_cli("verify", str(tmp_path / "x.dump"), "--public-key", str(pub))
-    assert result.returncode == 2
+    assert result.returncode == 1, "a bad line is a problem, reported with its line number, not a stop"
     assert "x.dump:1: bad base64" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2  # the line and the summary
     result = _run_cli("verify", str(tmp_path / "x.dump"), "--public-key", str(tmp_path / "nope.pem"))
     assert result.returncode == 2 and "nope.pem: cannot read public key" in result.stderr
 
@@ -195,3 +196,72 @@ def test_key_bound_to_another_vehicle_is_refused(
         f"wrong_key: {TOPIC}: signed with kid {Signer(key).kid.hex()} of vehicle veh-0009"
         in capsys.readouterr().err
     )
+
+
+def _forged(key: Ed25519PrivateKey, payload: dict[str, object]) -> bytes:
+    """A well-formed COSE_Sign1 with the vehicle's kid whose signature does not match the payload."""
+    good = cbor2.loads(Signer(key).sign(cbor2.dumps({"v": 1}), TOPIC))
+    protected, _, _, signature = good.value
+    return bytes(cbor2.dumps(cbor2.CBORTag(18, [protected, {}, cbor2.dumps(payload), signature])))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"v": 1, "vehicle": "veh-0002", "seq": 0, "t0": 10**400, "signals": {}},
+        {"v": 1, "vehicle": "veh-0002", "seq": 0, "t0": 1.7e9, "signals": {"a": [[10**400], [1]]}},
+        {"v": 1, "vehicle": "veh-0002", "seq": 0, "t0": 1.7e9, "signals": {}, "events": [{"dt": 10**400}]},
+    ],
+    ids=["t0", "sample-dt", "event-dt"],
+)
+def test_forged_message_with_absurd_numbers_is_a_problem_and_the_verifier_goes_on(
+    key_and_pub: tuple[Ed25519PrivateKey, Path], payload: dict[str, object]
+) -> None:
+    key, _ = key_and_pub
+    verifier = TelemetryVerifier({Signer(key).kid: key.public_key()})
+    assert verifier.check(TOPIC, _forged(key, payload)).kind == "bad_signature"  # type: ignore[union-attr]
+    signed = Signer(key).sign(cbor2.dumps({**payload, "vehicle": "veh-0001"}), TOPIC)
+    assert verifier.check(TOPIC, signed).kind == "malformed"  # type: ignore[union-attr]
+    assert verifier.check(TOPIC, _messages(key, 1)[0]).payload.seq == 0  # type: ignore[union-attr]
+
+
+def test_trailing_bytes_after_a_valid_message_are_refused(
+    key_and_pub: tuple[Ed25519PrivateKey, Path],
+) -> None:
+    key, _ = key_and_pub
+    verifier = TelemetryVerifier({Signer(key).kid: key.public_key()})
+    message = _messages(key, 1)[0]
+    problem = verifier.check(TOPIC, message + b"\x00")
+    assert (problem.kind, "1 trailing bytes" in problem.detail) == ("malformed", True)  # type: ignore[union-attr]
+    assert verifier.check(TOPIC, message).payload.seq == 0  # type: ignore[union-attr]
+
+
+def test_a_bad_line_in_the_middle_of_a_dump_is_reported_and_the_rest_verified(
+    tmp_path: Path, key_and_pub: tuple[Ed25519PrivateKey, Path]
+) -> None:
+    key, pub = key_and_pub
+    dump = _dump(tmp_path / "d.dump", [(TOPIC, m) for m in _messages(key, 3)])
+    lines = dump.read_text().splitlines()
+    dump.write_text("\n".join([lines[0], f"{TOPIC}\t%%%", "no tab here", *lines[1:]]) + "\n")
+    result = _run_cli("verify", str(dump), "--public-key", str(pub), "--format", "none")
+    assert result.returncode == 1
+    assert (
+        f"{dump}:2: bad base64" in result.stderr and f"{dump}:3: expected TOPIC<TAB>BASE64" in result.stderr
+    )
+    assert "3 messages, 3 verified" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_gaps_the_vehicle_counted_are_reported_as_evictions_not_problems(
+    key_and_pub: tuple[Ed25519PrivateKey, Path],
+) -> None:
+    key, _ = key_and_pub
+    seal = BatchSealer("veh-0001", Signer(key), counters=lambda: {"outbox.evicted": 3})
+    verifier = TelemetryVerifier({Signer(key).kid: key.public_key()})
+    for seq in (0, 4):
+        verifier.check(TOPIC, seal(Batch(), seq))
+    (gap,) = verifier.finish()
+    assert (gap.kind, verifier.problems, verifier.counted_lost) == ("evicted", [], 3)
+    uncounted = TelemetryVerifier({Signer(key).kid: key.public_key()})
+    for seq in (0, 5):
+        uncounted.check(TOPIC, seal(Batch(), seq))
+    assert [p.kind for p in uncounted.finish()] == ["gap"] and len(uncounted.problems) == 1
