@@ -131,6 +131,7 @@ def main() -> int:
                         detected += 1
                         detection_times.append(mismatch[0]["after"])
         windows, cost = inference_cost(learned, catalog, vss)
+        refit_windows, refit_ms = refit_cost(learned)
 
     print(f"simulated drives: 4 personas, {args.learn_drives} learning drives each of {args.minutes:g} min "
           f"(`profile learn`: {learn_time:.1f} s); python {sys.version.split()[0]}")  # fmt: skip
@@ -147,7 +148,21 @@ def main() -> int:
         print(f"    time to mismatch: median {statistics.median(detection_times):.0f} s, "
               f"max {max(detection_times):.0f} s after ignition on")  # fmt: skip
     print(f"  inference per window (features + model, {windows} windows of 4 profiles): {cost:.0f} us")
+    print(f"  refit after a drive ({refit_windows} windows of 4 profiles, fit + save): {refit_ms:.0f} ms")
     return 0
+
+
+def refit_cost(state: Path) -> tuple[int, float]:
+    """Milliseconds the refit at the end of a drive takes on the learned registry (median of 5)."""
+    from firmware_agent.identity.learning import refit
+
+    registry = ProfileRegistry(state)
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        refit(registry, IdentitySettings())
+        times.append((time.perf_counter() - started) * 1000)
+    return sum(record.windows for record in registry.profiles.values()), statistics.median(times)
 
 
 def inference_cost(state: Path, catalog: Catalog, vss: VssMap) -> tuple[int, float]:

@@ -48,8 +48,6 @@ from firmware_agent.vss import VssMap
 log = logging.getLogger("firmware_agent.identity")
 
 EXPLICIT, BEHAVIOUR, NONE = "explicit", "behaviour", "none"
-#: Most windows one drive keeps for learning (a day of driving at the default 10 s step).
-MAX_DRIVE_WINDOWS = 8640
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,8 @@ class _Drive:
     decision: RunningDecision | None
     rows: deque[np.ndarray]
     rows_since_window: int = 0
-    windows: list[np.ndarray] = field(default_factory=list)
-    window_profiles: list[str | None] = field(default_factory=list)
+    #: (features, explicit profile) of the drive's windows, newest kept: a profile keeps no more anyway
+    windows: deque[tuple[np.ndarray, str | None]] = field(default_factory=deque)
     identified: bool = False
     mismatch: bool = False
     contradiction_since: float | None = None
@@ -222,9 +220,7 @@ class IdentityStage:
         drive.rows_since_window = 0
         features = window_features(np.array(drive.rows))
         self.counts["windows"] += 1
-        if len(drive.windows) < MAX_DRIVE_WINDOWS:
-            drive.windows.append(features)
-            drive.window_profiles.append(self._explicit_profile)
+        drive.windows.append((features, self._explicit_profile))
         if drive.decision is not None and self.model is not None:
             drive.decision.add(self.model.log_likelihoods(features[np.newaxis, :])[0])
         self._update(timestamp)
@@ -241,7 +237,12 @@ class IdentityStage:
                 self.settings.evidence_horizon_seconds,
             )
             decision.set_explicit(self._explicit_profile)
-        drive = self._drive = _Drive(start=timestamp, decision=decision, rows=deque(maxlen=self._window_rows))
+        drive = self._drive = _Drive(
+            start=timestamp,
+            decision=decision,
+            rows=deque(maxlen=self._window_rows),
+            windows=deque(maxlen=self.settings.max_windows_per_profile),
+        )
         self.counts["drives"] += 1
         self._take_explicit(timestamp)
         return drive
@@ -266,7 +267,7 @@ class IdentityStage:
             log.info("identity: drive not learned: the behaviour contradicted the key")
             return "mismatch", "the behaviour contradicted the explicit identity"
         by_profile: dict[str, list[np.ndarray]] = {}
-        for features, profile in zip(drive.windows, drive.window_profiles, strict=True):
+        for features, profile in drive.windows:
             if profile is not None:
                 by_profile.setdefault(profile, []).append(features)
         if not by_profile:

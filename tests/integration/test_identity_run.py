@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_agent.cli import main
+from firmware_agent.identity.model import DriverModel
 from firmware_agent.identity.registry import ProfileRegistry
 from firmware_agent.telemetry.keys import generate_private_key
 from firmware_agent.telemetry.payload import Payload
@@ -138,3 +139,19 @@ def test_owner_drive_is_identified_without_mismatch(
     assert confidences and max(confidences) >= 0.95
     # A finished owner's drive is learned: a second drive for anna.
     assert ProfileRegistry(state).profiles[anna].drives == 2
+
+
+def test_profile_forget_erases_a_profile_and_the_model_forgets_it(
+    learned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = copy_learned(learned, tmp_path)
+    chloe = profile_of(state, "chloe")
+    config = str(tmp_path / "agent.toml")
+    assert main(["profile", "forget", "--config", config, "--state-dir", str(state), chloe]) == 0
+    assert f"forgot {chloe}" in capsys.readouterr().out
+    assert main(["profile", "list", "--config", config, "--state-dir", str(state), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert chloe not in {row["profile"] for row in listing["profiles"]} and len(listing["profiles"]) == 3
+    assert not (state / "identity" / "windows" / f"{chloe}.npy").exists()
+    model = DriverModel.load(state / "identity" / "model.npz")
+    assert chloe not in model.labels and len(model.labels) == 3
