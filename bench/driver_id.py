@@ -12,9 +12,14 @@ Protocol (never random splits: neighbouring windows are near-copies): the first 
   all 8; the left-out driver's windows are "unknown"; AUROC of the known score, mean of the 8 folds;
 - accuracy of the running decision after 1, 2 and 5 min of each test block (sum of `log_likelihoods`
   over the windows that end by then; a block shorter than 5 min uses all its windows);
-- microseconds per window for features + model, one window at a time as the agent does it;
-- the same figures with the accelerator-pedal channel blanked: in this recording the pedal reads 0
-  throughout for 5 of the 8 drivers, which separates {A, E, H} from the rest for free;
+- the tempering check: over every 2 minutes (12 consecutive windows) of each test block, the share
+  where the summed `log_likelihoods` give another driver a posterior above 0.99 (flat prior), and the
+  share where a prior of 0.9 on the true driver falls below 0.05 (a false "mismatch");
+- microseconds per window for features + model, one window at a time as the agent does it; the fit
+  time for 4 drivers x 2000 windows and the size of the model file;
+- ablations: the accelerator pedal blanked (it reads 0 throughout for 5 of the 8 drivers), the brake
+  pressure's resting level removed (pressure below 2 bar set to 0: with the brake released it sits at
+  a per-recording level), and both;
 - a baseline: per-channel window mean and standard deviation, nearest centroid after standardising.
 """
 
@@ -24,6 +29,7 @@ import argparse
 import csv
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +57,8 @@ OCSLAB_COLUMNS = (
 )
 TRAIN_FRACTION = 0.7
 WINDOW_S, STEP_S = 60.0, 10.0
+RESTING_PRESSURE_BAR = 2.0  # the "no pressure level" ablation sets pressure below this to 0
+STRETCH_WINDOWS = 12  # 2 minutes of windows every 10 s, for the tempering check
 
 Drives = dict[str, tuple[np.ndarray, np.ndarray]]  # driver -> (times, rows (T, 11))
 
@@ -185,23 +193,84 @@ def microseconds_per_window(model: DriverModel, windows: list[np.ndarray], round
     return best * 1e6
 
 
-def _blank_pedal(drives: Drives) -> Drives:
-    pedal = CHANNELS.index("pedal")
-    blanked = {}
+def _ablated(drives: Drives, pedal: bool, pressure_level: bool) -> Drives:
+    """`drives` without the pedal channel (NaN) and/or without the brake pressure's resting level."""
+    changed = {}
     for driver, (times, rows) in drives.items():
         copy = rows.copy()
-        copy[:, pedal] = np.nan
-        blanked[driver] = (times, copy)
-    return blanked
+        if pedal:
+            copy[:, CHANNELS.index("pedal")] = np.nan
+        if pressure_level:
+            column = CHANNELS.index("brake_pressure")
+            copy[:, column] = np.where(copy[:, column] < RESTING_PRESSURE_BAR, 0.0, copy[:, column])
+        changed[driver] = (times, copy)
+    return changed
 
 
-def real_data_report(path: Path = DEFAULT_DATA) -> dict[str, Any]:
+def tempering_check(model: DriverModel, features: np.ndarray, drivers: np.ndarray) -> tuple[float, float]:
+    """(share of 2-min stretches where another driver's posterior > 0.99 under a flat prior,
+    share where a 0.9 prior on the true driver falls below 0.05), over every 12 consecutive windows."""
+    evidence = model.log_likelihoods(features)
+    over, mismatch, stretches = 0, 0, 0
+    for driver in model.labels:
+        mine = evidence[drivers == driver]
+        truth = model.labels.index(driver)
+        for start in range(len(mine) - STRETCH_WINDOWS + 1):
+            total = mine[start : start + STRETCH_WINDOWS].sum(axis=0)
+            flat = np.exp(total - total.max())
+            flat /= flat.sum()
+            prior = np.full(len(total), 0.1 / (len(total) - 1))
+            prior[truth] = 0.9
+            keyed = np.log(prior) + total
+            keyed = np.exp(keyed - keyed.max())
+            keyed /= keyed.sum()
+            others = np.delete(flat, truth)
+            over += bool(others.max() > 0.99)
+            mismatch += bool(keyed[truth] < 0.05)
+            stretches += 1
+    return over / max(stretches, 1), mismatch / max(stretches, 1)
+
+
+def fit_cost(features: np.ndarray, drivers: np.ndarray) -> tuple[float, int]:
+    """(seconds to fit 4 drivers x 2000 windows, bytes of the saved model): real windows, repeated."""
+    rng = np.random.default_rng(0)
+    chosen, labels, blocks = [], [], []
+    for driver in sorted(set(drivers.tolist()))[:4]:
+        mine = features[drivers == driver]
+        for repeat in range(0, 2000, len(mine)):
+            take = mine[: min(len(mine), 2000 - repeat)]
+            chosen.append(take + rng.normal(0.0, 0.01, take.shape))  # not bit-identical copies
+            labels += [driver] * len(take)
+            blocks += [f"{driver}/{repeat}"] * len(take)
+    stacked = np.concatenate(chosen)
+    started = time.perf_counter()
+    model = DriverModel.fit(stacked, labels, blocks)
+    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "drivers.model"
+        model.save(path)
+        size = path.stat().st_size
+    return seconds, size
+
+
+VARIANTS = {
+    "all_11_signals": (False, False),
+    "no_pedal": (True, False),
+    "no_pressure_level": (False, True),
+    "no_pedal_no_pressure_level": (True, True),
+}
+
+
+def real_data_report(
+    path: Path = DEFAULT_DATA, variants: tuple[str, ...] = tuple(VARIANTS)
+) -> dict[str, Any]:
     """All figures of the real-data protocol on the OCS Lab file at `path` (see the module docstring)."""
     drives = load_ocslab(path)
     train, test = split_by_time(drives)
     report: dict[str, Any] = {"drivers": len(drives)}
-    variants = {"as_recorded": (train, test), "pedal_blanked": (_blank_pedal(train), _blank_pedal(test))}
-    for name, (head, tail) in variants.items():
+    for name in variants:
+        pedal, pressure_level = VARIANTS[name]
+        head, tail = _ablated(train, pedal, pressure_level), _ablated(test, pedal, pressure_level)
         train_windows, train_drivers, _ = windows_of(head)
         test_windows, test_drivers, test_ends = windows_of(tail)
         started = time.perf_counter()
@@ -209,7 +278,13 @@ def real_data_report(path: Path = DEFAULT_DATA) -> dict[str, Any]:
         test_features = np.stack([window_features(w) for w in test_windows])
         figures = evaluate(train_features, train_drivers, test_features, test_drivers, test_ends)
         figures["seconds"] = time.perf_counter() - started
-        figures["microseconds_per_window"] = microseconds_per_window(figures.pop("model"), test_windows)
+        model = figures.pop("model")
+        figures["wrong_over_099"], figures["false_mismatch"] = tempering_check(
+            model, test_features, test_drivers
+        )
+        figures["microseconds_per_window"] = microseconds_per_window(model, test_windows)
+        if name == variants[0]:
+            figures["fit_seconds_4x2000"], figures["model_bytes"] = fit_cost(train_features, train_drivers)
         figures["baseline_accuracy"], figures["baseline_macro_f1"] = baseline_accuracy(head, tail)
         figures["train_windows"], figures["test_windows"] = len(train_windows), len(test_windows)
         report[name] = figures
@@ -228,6 +303,15 @@ def _print_real(report: dict[str, Any]) -> None:
             f"(folds {' '.join(f'{k}:{v:.2f}' for k, v in figures['auroc_folds'].items())})"
         )
         print(f"  running decision after 1/2/5 min: {running[1]:.3f} / {running[2]:.3f} / {running[5]:.3f}")
+        print(
+            f"  2-min stretches: another driver > 0.99 (flat prior) {figures['wrong_over_099']:.3f}, "
+            f"true driver < 0.05 from a 0.9 prior {figures['false_mismatch']:.3f}"
+        )
+        if "fit_seconds_4x2000" in figures:
+            print(
+                f"  fit 4 drivers x 2000 windows: {figures['fit_seconds_4x2000']:.2f} s, "
+                f"model file {figures['model_bytes'] / 1e6:.2f} MB"
+            )
         print(
             f"  {figures['microseconds_per_window']:.0f} µs per window (features + model)  "
             f"baseline mean/std nearest centroid: accuracy {figures['baseline_accuracy']:.3f} "

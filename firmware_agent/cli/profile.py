@@ -79,18 +79,20 @@ def _context(args: argparse.Namespace) -> IdentityContext:
 
 
 def _do_list(args: argparse.Namespace) -> int:
+    from firmware_agent.identity.learning import active_profiles
     from firmware_agent.identity.registry import ProfileRegistry
 
     context = _context(args)
     registry = ProfileRegistry(context.state_dir)
     activation = context.settings.activation_minutes
+    active = set(active_profiles(registry, context.settings))
     rows = [
         {
             "profile": profile,
             "minutes": record.minutes,
             "drives": record.drives,
             "windows": record.windows,
-            "active": record.windows > 0 and record.minutes >= activation,
+            "active": profile in active,
             "last_learned": record.last_learned or None,
         }
         for profile, record in sorted(registry.profiles.items())
@@ -133,6 +135,7 @@ def _do_learn(args: argparse.Namespace) -> int:
         emit=events.append,
         set_driver=lambda driver, timestamp: None,
         on_drive_end=drive_ended,
+        background_refit=False,
     )
     for path in args.captures:
         current[0] = path

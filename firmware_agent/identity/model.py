@@ -1,31 +1,37 @@
-"""The behavioural driver-fingerprint model: shrinkage LDA on window features, with an open-set score.
+"""The behavioural driver-fingerprint model: a histogram random forest over seconds, summed per window.
 
-Fit (numpy only, milliseconds for a few hundred windows):
-1. Robust standardisation per feature (median, IQR/1.349; the standard deviation where the IQR is 0).
-   A feature that is NaN in most training windows or constant is dropped and the drop remembered, so an
-   EV without a throttle or a car without a gear signal simply trains on the rest. Remaining NaNs (a
-   window without a stop has no "stop" features) are imputed with the training median, i.e. 0 after
-   standardising, and values are clipped to +-8 so that one broken sensor cannot dominate.
-2. One centroid per driver and a shared within-driver covariance, shrunk towards its diagonal
-   (`SHRINKAGE`): with ~100 windows per driver and ~100 features the raw covariance is singular.
-3. Calibration on held-out time blocks: the last `CALIBRATION_FRACTION` of each drive's windows are held
-   out (after a gap of `GAP_WINDOWS` windows, because overlapping neighbours are near-copies), the model
-   is fitted on the rest, and the held-out windows give
-   - the temperature of the posteriors (the one that minimises held-out log loss), and
-   - the distribution of "distance to the nearest driver" of windows of known drivers in a drive
-     segment the model has not seen, which turns a distance into the known-driver confidence.
-   The final model is then refitted on all windows with these calibrations.
+Every second of a window becomes a feature row (`features.second_features`: the channels, their changes,
+trailing 5-10 s statistics and the window's context). A random forest written in numpy gives each second
+a probability per driver; a window's score for driver k is the mean over its seconds of log p_k (naive
+Bayes over seconds, tempered: seconds of one minute are far from independent).
 
-Open-set score: `known` = the fraction of held-out known-driver windows that were at least as far from
-their nearest centroid (squared Mahalanobis distance under the shared shrunk covariance). A window of a
-stranger is farther from every centroid than a known driver's, so its `known` is small.
+Fit (numpy only; about a second for 4 drivers x 2000 windows on x86, see docs/identity-model.md):
+1. Per-second features; a feature that is NaN in most training seconds or constant is dropped (an EV
+   without throttle or gear simply trains on the rest); remaining NaNs get the training median.
+2. `SECONDS_PER_WINDOW` seconds are drawn from each window (windows every 10 s overlap six-fold, so this
+   still sees every second of a drive about once) and weighted so that every driver weighs the same
+   (drivers with more driving would otherwise win every doubtful window).
+3. `TREES` trees, each on a bootstrap of `ROWS_PER_TREE` rows, grown level by level on `BINS` quantile
+   bins per feature, best Gini split among `sqrt(features)` random features per node, to `MAX_DEPTH`
+   with at least `MIN_LEAF` (weighted) rows per leaf. The trees are flat arrays (feature, threshold,
+   left child, class probabilities; the right child is left + 1), walked for all rows and trees at once.
+4. Calibration on held-out time blocks, as windows of a new drive would be: the last
+   `CALIBRATION_FRACTION` of each drive's windows are held out after a gap of `GAP_WINDOWS` (overlapping
+   neighbours are near-copies), a model fitted on the rest scores them and gives
+   - the temperature of the window posteriors (minimum held-out log loss), and
+   - the distribution of the best window score of known drivers on unseen road, per predicted driver,
+     which turns a score into the known-driver confidence.
+   The final model is then fitted on all windows with these calibrations.
+
+Open-set score: `known` = the fraction of held-out known-driver windows (predicted as the same driver)
+whose best score was at most this window's: near 1 for a typical window of a known driver, towards 0 for
+one that no driver explains.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,23 +40,33 @@ from typing import Any
 
 import numpy as np
 
+from firmware_agent.atomic import write_atomic
 from firmware_agent.errors import UserError
-from firmware_agent.identity.features import feature_names
+from firmware_agent.identity.features import as_seconds, feature_names, second_feature_names, second_features
 
 MAGIC = "firmware-agent-driver-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
-SHRINKAGE = 0.1  # weight of the diagonal in the shared covariance (chosen on the train-block validation)
-RIDGE = 1e-2  # added to the diagonal, relative to its mean, so a near-constant feature cannot explode
-CLIP = 8.0  # standardised features are clipped to +-CLIP
-MIN_FINITE_FRACTION = 0.2  # a feature finite in fewer training windows than this is dropped
+TREES = 32  # trees of the forest (validation: see docs/identity-model.md)
+MAX_DEPTH = 10  # levels below the root
+MIN_LEAF = 20.0  # weighted training rows per leaf at least
+BINS = 32  # quantile bins per feature for the split search
+ROWS_PER_TREE = 12000  # bootstrap rows per tree
+SECONDS_PER_WINDOW = 10  # training seconds drawn per window
+PROBABILITY_FLOOR = 0.02  # mixed into every second's probabilities so one odd second cannot veto a driver
+LEAF_PRIOR = 1.0  # Laplace count added to each class in a leaf
+#: Weight of each background row (drivers' rows weigh 1 on average); 0 turns the background class off.
+BACKGROUND_WEIGHT = 1.0
+MIN_FINITE_FRACTION = 0.2  # a feature finite in fewer training seconds than this is dropped
 CALIBRATION_FRACTION = 0.3  # tail of each drive held out for calibration
 GAP_WINDOWS = 5  # windows skipped before the held-out tail: 60-s windows every 10 s overlap 5 neighbours
+MIN_CLASS_CALIBRATION = 20  # fewer held-out windows of a predicted driver: use all drivers' distribution
+SEED = 20240611  # fixed, so that a refit on the same windows gives the same model
 #: Windows 60 s long every 10 s each share their seconds with 5 others; `log_likelihoods` divides by this
 #: so that summing it over such windows counts every second of driving once, not six times.
 OVERLAP_TEMPERING = 6.0
-#: A window is called "unknown" when fewer than this fraction of held-out known-driver windows were as
-#: far from their nearest centroid.
+#: A window is called "unknown" when fewer than this fraction of held-out known-driver windows scored
+#: as low.
 UNKNOWN_BELOW = 0.05
 
 
@@ -59,17 +75,41 @@ class ModelFileError(UserError):
 
 
 @dataclass
+class Forest:
+    """Trees as flat arrays; node `roots[t]` is the root of tree t, a leaf has `left` = -1."""
+
+    feature: np.ndarray  # (M,) int32, index into the kept per-second features
+    threshold: np.ndarray  # (M,) float64, rows with value <= threshold go left
+    left: np.ndarray  # (M,) int32, left child (right child = left + 1), -1 at a leaf
+    value: np.ndarray  # (M, K + 1) float32, probabilities of the drivers and the background class
+    roots: np.ndarray  # (T,) int32
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """(n, K + 1) mean over trees of the leaf probabilities of each row of `rows` (n, F)."""
+        count = len(rows)
+        node = np.broadcast_to(self.roots, (count, len(self.roots))).copy()
+        index = np.arange(count)[:, None]
+        for _ in range(MAX_DEPTH):
+            left = self.left[node]
+            inner = left >= 0
+            if not inner.any():
+                break
+            step = rows[index, self.feature[node]] > self.threshold[node]
+            node = np.where(inner, left + step, node)
+        return self.value[node].mean(axis=1)
+
+
+@dataclass
 class DriverModel:
     """A fitted driver-fingerprint model: `labels` are the drivers it knows."""
 
     labels: tuple[str, ...]
-    keep: np.ndarray  # (F,) bool: which features of `window_features` are used
-    center: np.ndarray  # (F',) robust centre of the kept features
-    scale: np.ndarray  # (F',) robust scale of the kept features
-    means: np.ndarray  # (K, F') driver centroids in standardised space
-    precision: np.ndarray  # (F', F') inverse of the shared shrunk covariance
-    temperature: float  # divides the log-likelihoods before the softmax of the posteriors
-    calibration: np.ndarray  # sorted held-out nearest-centroid squared distances of known drivers
+    keep: np.ndarray  # (P,) bool: which per-second features are used
+    fill: np.ndarray  # (P',) training median of each kept feature, for missing values
+    forest: Forest
+    temperature: float  # divides the window scores before the softmax of the posteriors
+    calibration: np.ndarray  # (H,) best window score of held-out known-driver windows
+    calibration_class: np.ndarray  # (H,) int, the driver each of those windows was predicted as
     meta: dict[str, Any] = field(default_factory=dict)  # JSON-able facts for callers (e.g. CSV columns)
 
     # -- fitting ---------------------------------------------------------------------------------------
@@ -78,7 +118,7 @@ class DriverModel:
     def fit(
         cls, features: np.ndarray, labels: Sequence[str], blocks: Sequence[str] | None = None
     ) -> DriverModel:
-        """Fit on window features (N, F) from `window_features` with one driver label per window.
+        """Fit on window vectors (N, F) from `window_features` with one driver label per window.
 
         `blocks` names the drive (trip) of each window; windows of one block must be in time order.
         Without it, each driver's windows are taken as one drive in the order given. At least one label
@@ -96,83 +136,113 @@ class DriverModel:
         if len(block_list) != len(label_list):
             raise ValueError("blocks must have one entry per window")
 
+        seconds, valid = _second_rows(features)
         held_out = _held_out_tails(block_list)
         # The gap windows are neither trained on nor scored (they overlap the held-out tail).
         trainable = ~held_out & ~_gap_before_tails(block_list, held_out)
         temperature = 1.0
-        calibration = np.zeros(0)
+        calibration, calibration_class = np.zeros(0), np.zeros(0, dtype=np.int64)
         train_labels = {label_list[i] for i in np.flatnonzero(trainable)}
         if held_out.any() and trainable.any():
-            inner = cls._fit_core(features[trainable], [label_list[i] for i in np.flatnonzero(trainable)])
+            inner = cls._fit_core(
+                seconds[trainable], valid[trainable], [label_list[i] for i in np.flatnonzero(trainable)]
+            )
             scored = held_out & np.array([label in train_labels for label in label_list])
             if scored.any():
-                distances = inner._squared_distances(features[scored])
+                window_scores = inner._window_scores(seconds[scored], valid[scored])
                 truth = np.array([inner.labels.index(label_list[i]) for i in np.flatnonzero(scored)])
-                temperature = _best_temperature(distances, truth)
-                calibration = np.sort(distances.min(axis=1))
-        model = cls._fit_core(features, label_list)
+                temperature = _best_temperature(window_scores, truth)
+                calibration = window_scores.max(axis=1)
+                # Held-out classes are named by the final model's labels (a superset of the inner ones).
+                calibration_class = np.asarray(inner.labels)[window_scores.argmax(axis=1)]
+        model = cls._fit_core(seconds, valid, label_list)
         model.temperature = temperature
         if calibration.size == 0:
-            # Too little data to hold anything out: fall back to the training distances themselves
+            # Too little data to hold anything out: fall back to the training windows themselves
             # (optimistic: strangers will look more "known" than they are).
-            calibration = np.sort(model._squared_distances(features).min(axis=1))
-        model.calibration = calibration
+            window_scores = model._window_scores(seconds, valid)
+            calibration = window_scores.max(axis=1)
+            calibration_class = np.asarray(model.labels)[window_scores.argmax(axis=1)]
+        order = np.argsort(calibration, kind="stable")
+        model.calibration = calibration[order]
+        model.calibration_class = np.array([model.labels.index(str(c)) for c in calibration_class[order]])
         return model
 
     @classmethod
-    def _fit_core(cls, features: np.ndarray, labels: Sequence[str]) -> DriverModel:
-        finite = np.isfinite(features)
+    def _fit_core(cls, seconds: np.ndarray, valid: np.ndarray, labels: Sequence[str]) -> DriverModel:
+        """Forest on the valid seconds of windows (N, S, P) with `valid` (N, S), one label per window."""
+        rng = np.random.default_rng(SEED)
+        order = tuple(sorted(set(labels)))
+        window_class = np.array([order.index(label) for label in labels])
+        rows, row_window = _draw_seconds(valid, rng)
+        x = seconds[row_window, rows]
+        finite = np.isfinite(x)
         enough = finite.mean(axis=0) >= MIN_FINITE_FRACTION
         with np.errstate(all="ignore"):
-            masked = np.where(finite, features, np.nan)
-            center = np.nanmedian(masked[:, enough], axis=0)
-            q75, q25 = np.nanpercentile(masked[:, enough], [75.0, 25.0], axis=0)
-            spread = np.nanstd(masked[:, enough], axis=0)
-        scale = (q75 - q25) / 1.349
-        tiny = 1e-9 * np.maximum(1.0, np.abs(center))
-        scale = np.where(scale > tiny, scale, spread)
-        usable = np.isfinite(center) & (scale > tiny)
-        keep = np.zeros(features.shape[1], dtype=bool)
-        keep[np.flatnonzero(enough)[usable]] = True
-        center, scale = center[usable], scale[usable]
-
-        order = tuple(sorted(set(labels)))
-        z = _standardise(features[:, keep], center, scale)
-        index = np.array([order.index(label) for label in labels])
-        means = np.stack([z[index == k].mean(axis=0) for k in range(len(order))])
-        residual = z - means[index]
-        covariance = residual.T @ residual / max(len(z) - len(order), 1)
-        diagonal = np.diag(np.diag(covariance))
-        covariance = (1.0 - SHRINKAGE) * covariance + SHRINKAGE * diagonal
-        ridge = RIDGE * max(float(np.mean(np.diag(covariance))), 1e-6)
-        covariance += ridge * np.eye(len(covariance))
-        precision = np.linalg.inv(covariance)
-        return cls(order, keep, center, scale, means, precision, 1.0, np.zeros(0))
+            low = np.where(finite, x, np.inf).min(axis=0)
+            high = np.where(finite, x, -np.inf).max(axis=0)
+        keep = enough & (high > low)
+        if not keep.any():
+            keep = enough.copy()  # nothing varies: a forest of single leaves (all drivers alike)
+            keep[np.argmax(enough)] = True
+        x = x[:, keep]
+        fill = np.zeros(x.shape[1])
+        for column in range(x.shape[1]):
+            present = x[np.isfinite(x[:, column]), column]
+            fill[column] = float(np.median(present)) if present.size else 0.0
+        x = np.where(np.isfinite(x), x, fill)
+        y = window_class[row_window]
+        counts = np.bincount(y, minlength=len(order)).astype(np.float64)
+        weight = (len(y) / (len(order) * counts))[y]  # every driver weighs the same in total
+        if BACKGROUND_WEIGHT > 0:
+            # The background class: every feature shuffled on its own keeps the marginals but breaks the
+            # relations between them, so the forest learns where real driving lies (works with one driver).
+            background = np.column_stack([rng.permutation(column) for column in x.T])
+            x = np.concatenate([x, background])
+            y = np.concatenate([y, np.full(len(background), len(order))])
+            weight = np.concatenate([weight, np.full(len(background), BACKGROUND_WEIGHT)])
+        forest = _grow_forest(x, y, weight, len(order) + 1, rng)
+        return cls(order, keep, fill, forest, 1.0, np.zeros(0), np.zeros(0, dtype=np.int64))
 
     # -- scoring ---------------------------------------------------------------------------------------
 
-    def _squared_distances(self, features: np.ndarray) -> np.ndarray:
-        z = _standardise(np.asarray(features, dtype=np.float64)[:, self.keep], self.center, self.scale)
-        diff = z[:, None, :] - self.means[None, :, :]
-        return np.einsum("nkf,fg,nkg->nk", diff, self.precision, diff)
+    def _window_scores(self, seconds: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(N, K) mean log-probability per driver over each window's valid seconds."""
+        count, length = valid.shape
+        x = seconds.reshape(count * length, -1)[:, self.keep]
+        x = np.where(np.isfinite(x), x, self.fill)
+        flat_valid = valid.ravel()
+        classes = self.forest.value.shape[1]  # the drivers and, last, the background
+        probabilities = np.full((count * length, classes), 1.0 / classes)
+        if flat_valid.any():
+            probabilities[flat_valid] = self.forest.probabilities(x[flat_valid])
+        probabilities = probabilities[:, : len(self.labels)]
+        floor = PROBABILITY_FLOOR / classes
+        log_p = np.log((1.0 - PROBABILITY_FLOOR) * probabilities + floor).reshape(count, length, -1)
+        used = np.maximum(valid.sum(axis=1), 1)[:, None]
+        return (log_p * valid[:, :, None]).sum(axis=1) / used
+
+    def _scores_of(self, features: np.ndarray) -> np.ndarray:
+        seconds, valid = _second_rows(_as_matrix(features))
+        return self._window_scores(seconds, valid)
 
     def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(posteriors (N, K) over `labels`, rows summing to 1; known (N,) in [0, 1])."""
-        distances = self._squared_distances(_as_matrix(features))
-        posteriors = _softmax(-0.5 * distances / self.temperature)
-        return posteriors, self._known(distances.min(axis=1))
+        window_scores = self._scores_of(features)
+        posteriors = _softmax(window_scores / self.temperature)
+        return posteriors, self._known(window_scores)
 
     def log_likelihoods(self, features: np.ndarray) -> np.ndarray:
         """(N, K + 1) tempered log-likelihoods per label and, last, "unknown"; sum them over windows.
 
-        Each column is -0.5 * squared distance / (temperature * OVERLAP_TEMPERING); the unknown column
-        uses the distance at which `known` falls to UNKNOWN_BELOW. Dividing by OVERLAP_TEMPERING keeps the
-        sum over 60-s windows every 10 s from counting each second six times.
+        Each column is the window score / (temperature * OVERLAP_TEMPERING); the unknown column uses the
+        score below which `known` falls under UNKNOWN_BELOW. Dividing by OVERLAP_TEMPERING keeps the sum
+        over 60-s windows every 10 s from counting each second six times.
         """
-        distances = self._squared_distances(_as_matrix(features))
-        unknown = np.full((len(distances), 1), self._unknown_distance())
-        both = np.concatenate([distances, unknown], axis=1)
-        return -0.5 * both / (self.temperature * OVERLAP_TEMPERING)
+        window_scores = self._scores_of(features)
+        unknown = np.full((len(window_scores), 1), self._unknown_score())
+        both = np.concatenate([window_scores, unknown], axis=1)
+        return both / (self.temperature * OVERLAP_TEMPERING)
 
     def predict(self, features: np.ndarray) -> list[str]:
         """The most likely label of each window, or "unknown" when its known score is below UNKNOWN_BELOW."""
@@ -180,14 +250,19 @@ class DriverModel:
         best = posteriors.argmax(axis=1)
         return [self.labels[b] if k >= UNKNOWN_BELOW else "unknown" for b, k in zip(best, known, strict=True)]
 
-    def _known(self, nearest: np.ndarray) -> np.ndarray:
-        reference = self.calibration
-        # Fraction of held-out known-driver distances at least as large: 1 near the centroids, -> 0 far out.
-        farther = reference.size - np.searchsorted(reference, nearest, side="left")
-        return farther / reference.size
+    def _known(self, window_scores: np.ndarray) -> np.ndarray:
+        best = window_scores.max(axis=1)
+        predicted = window_scores.argmax(axis=1)
+        known = _fraction_at_most(self.calibration, best)
+        for label in range(len(self.labels)):
+            reference = self.calibration[self.calibration_class == label]
+            mine = predicted == label
+            if reference.size >= MIN_CLASS_CALIBRATION and mine.any():
+                known[mine] = _fraction_at_most(reference, best[mine])
+        return known
 
-    def _unknown_distance(self) -> float:
-        return float(np.quantile(self.calibration, 1.0 - UNKNOWN_BELOW))
+    def _unknown_score(self) -> float:
+        return float(np.quantile(self.calibration, UNKNOWN_BELOW))
 
     # -- persistence -----------------------------------------------------------------------------------
 
@@ -197,22 +272,30 @@ class DriverModel:
             "magic": MAGIC,
             "version": FORMAT_VERSION,
             "labels": list(self.labels),
-            "feature_count": int(self.keep.size),
+            "feature_count": len(feature_names()),
+            "second_feature_count": int(self.keep.size),
             "temperature": self.temperature,
             "meta": self.meta,
         }
         buffer = io.BytesIO()
-        np.savez(
+        np.savez_compressed(
             buffer,
             header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
             keep=self.keep,
-            center=self.center,
-            scale=self.scale,
-            means=self.means,
-            precision=self.precision,
+            fill=self.fill,
+            tree_feature=self.forest.feature,
+            tree_threshold=self.forest.threshold,
+            tree_left=self.forest.left,
+            tree_value=self.forest.value,
+            tree_roots=self.forest.roots,
             calibration=self.calibration,
+            calibration_class=self.calibration_class,
         )
-        _write_atomically(Path(path), buffer.getvalue())
+        path = Path(path)
+        try:
+            write_atomic(path, buffer.getvalue())
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
     @classmethod
     def load(cls, path: Path) -> DriverModel:
@@ -236,38 +319,192 @@ class DriverModel:
                 f"{path}: driver-model format version {header.get('version')}, this agent reads "
                 f"version {FORMAT_VERSION}; retrain the profile"
             )
-        expected = len(feature_names())
-        if header.get("feature_count") != expected:
+        expected = (len(feature_names()), len(second_feature_names()))
+        found = (header.get("feature_count"), header.get("second_feature_count"))
+        if found != expected:
             raise ModelFileError(
-                f"{path}: trained on {header.get('feature_count')} features, this agent computes "
-                f"{expected}; retrain the profile"
+                f"{path}: trained on {found[0]} window values and {found[1]} per-second features, this "
+                f"agent computes {expected[0]} and {expected[1]}; retrain the profile"
             )
         try:
+            forest = Forest(
+                feature=arrays["tree_feature"].astype(np.int32),
+                threshold=arrays["tree_threshold"].astype(np.float64),
+                left=arrays["tree_left"].astype(np.int32),
+                value=arrays["tree_value"].astype(np.float32),
+                roots=arrays["tree_roots"].astype(np.int32),
+            )
             model = cls(
                 labels=tuple(str(label) for label in header["labels"]),
                 keep=arrays["keep"].astype(bool),
-                center=arrays["center"].astype(np.float64),
-                scale=arrays["scale"].astype(np.float64),
-                means=arrays["means"].astype(np.float64),
-                precision=arrays["precision"].astype(np.float64),
+                fill=arrays["fill"].astype(np.float64),
+                forest=forest,
                 temperature=float(header["temperature"]),
                 calibration=arrays["calibration"].astype(np.float64),
+                calibration_class=arrays["calibration_class"].astype(np.int64),
                 meta=dict(header.get("meta") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: driver-model file is missing {exc}") from exc
-        kept = int(model.keep.sum())
-        if (
-            model.keep.size != expected
-            or model.center.shape != (kept,)
-            or model.scale.shape != (kept,)
-            or model.means.shape != (len(model.labels), kept)
-            or model.precision.shape != (kept, kept)
-            or model.calibration.ndim != 1
-            or model.calibration.size == 0
-        ):
+        if not _consistent(model):
             raise ModelFileError(f"{path}: driver-model arrays have inconsistent shapes")
         return model
+
+
+def _consistent(model: DriverModel) -> bool:
+    """Shapes and indices agree, so that scoring cannot index out of bounds."""
+    forest, kept, nodes = model.forest, int(model.keep.sum()), len(model.forest.left)
+    if not (
+        model.keep.size == len(second_feature_names())
+        and model.fill.shape == (kept,)
+        and forest.feature.shape == (nodes,)
+        and forest.threshold.shape == (nodes,)
+        and forest.value.shape == (nodes, len(model.labels) + 1)
+        and forest.roots.ndim == 1
+        and forest.roots.size >= 1
+        and model.calibration.ndim == 1
+        and model.calibration.size >= 1
+        and model.calibration_class.shape == model.calibration.shape
+    ):
+        return False
+    inner = forest.left >= 0
+    return bool(
+        np.all((forest.roots >= 0) & (forest.roots < nodes))
+        and np.all(forest.left[inner] + 1 < nodes)
+        and np.all((forest.feature >= 0) & (forest.feature < kept))
+        and np.all((model.calibration_class >= 0) & (model.calibration_class < len(model.labels)))
+    )
+
+
+def _second_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    windows, valid = as_seconds(features)
+    return second_features(windows, valid), valid
+
+
+def _draw_seconds(valid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to SECONDS_PER_WINDOW random valid seconds of each window: (second index, window index)."""
+    keys = np.where(valid, rng.random(valid.shape), np.inf)
+    take = min(SECONDS_PER_WINDOW, valid.shape[1])
+    chosen = np.argsort(keys, axis=1)[:, :take]
+    window = np.repeat(np.arange(len(valid)), take)
+    second = chosen.ravel()
+    ok = valid[window, second]
+    return second[ok], window[ok]
+
+
+def _bin_edges(x: np.ndarray) -> np.ndarray:
+    """(F, BINS - 1) split candidates per feature: inner quantiles, repeats replaced by +inf."""
+    quantiles = np.quantile(x, np.arange(1, BINS) / BINS, axis=0).T  # (F, BINS - 1), sorted per row
+    repeated = np.zeros_like(quantiles, dtype=bool)
+    repeated[:, 1:] = quantiles[:, 1:] <= quantiles[:, :-1]
+    edges = np.where(repeated, np.inf, quantiles)
+    return np.sort(edges, axis=1)
+
+
+def _grow_forest(
+    x: np.ndarray, y: np.ndarray, weight: np.ndarray, classes: int, rng: np.random.Generator
+) -> Forest:
+    edges = _bin_edges(x)
+    # bin b holds edges[b - 1] < value <= edges[b], so "bin <= t" is "value <= edges[t]"
+    binned = np.empty(x.shape, dtype=np.uint8)
+    for column in range(x.shape[1]):
+        binned[:, column] = np.searchsorted(edges[column], x[:, column], side="left")
+    trees = [_grow_tree(binned, edges, y, weight, classes, rng) for _ in range(TREES)]
+    offsets = np.cumsum([0] + [len(tree[0]) for tree in trees[:-1]])
+    feature = np.concatenate([tree[0] for tree in trees]).astype(np.int32)
+    threshold = np.concatenate([tree[1] for tree in trees])
+    left = np.concatenate(
+        [np.where(tree[2] >= 0, tree[2] + offset, -1) for tree, offset in zip(trees, offsets, strict=True)]
+    ).astype(np.int32)
+    value = np.concatenate([tree[3] for tree in trees]).astype(np.float32)
+    return Forest(feature, threshold, left, value, offsets.astype(np.int32))
+
+
+def _grow_tree(
+    binned: np.ndarray,
+    edges: np.ndarray,
+    y_all: np.ndarray,
+    weight_all: np.ndarray,
+    classes: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One tree, grown level by level on a bootstrap sample: (feature, threshold, left, value) per node."""
+    sample = rng.integers(0, len(y_all), size=min(ROWS_PER_TREE, len(y_all)))
+    data, y, weight = binned[sample], y_all[sample], weight_all[sample]
+    features = data.shape[1]
+    tries = max(1, round(float(np.sqrt(features))))
+    feature: list[np.ndarray] = []
+    threshold: list[np.ndarray] = []
+    left: list[np.ndarray] = []
+    value: list[np.ndarray] = []
+    rows = np.arange(len(y))
+    row_node = np.zeros(len(y), dtype=np.int64)  # position of each row's node within the current level
+    level_size, next_id = 1, 1
+    for depth in range(MAX_DEPTH + 1):
+        totals = np.bincount(
+            row_node * classes + y[rows], weights=weight[rows], minlength=level_size * classes
+        )
+        totals = totals.reshape(level_size, classes)
+        mass = totals.sum(axis=1)
+        value.append((totals + LEAF_PRIOR) / (mass + classes * LEAF_PRIOR)[:, None])
+        level_feature = np.zeros(level_size, dtype=np.int64)
+        level_threshold = np.zeros(level_size)
+        level_left = np.full(level_size, -1, dtype=np.int64)
+        splittable = (mass >= 2 * MIN_LEAF) & ((totals > 0).sum(axis=1) > 1)
+        if depth == MAX_DEPTH or not splittable.any():
+            feature.append(level_feature)
+            threshold.append(level_threshold)
+            left.append(level_left)
+            break
+        # m random features per node; class histograms of (node, feature try, bin) in one bincount.
+        tried = np.argsort(rng.random((level_size, features)), axis=1)[:, :tries]
+        bins = data[rows[:, None], tried[row_node]].astype(np.int64)  # (n, tries)
+        slot = (row_node[:, None] * tries + np.arange(tries)) * BINS + bins
+        histogram = np.bincount(
+            (slot * classes + y[rows][:, None]).ravel(),
+            weights=np.repeat(weight[rows], tries),
+            minlength=level_size * tries * BINS * classes,
+        ).reshape(level_size, tries, BINS, classes)
+        left_counts = np.cumsum(histogram, axis=2)[:, :, :-1, :]
+        right_counts = totals[:, None, None, :] - left_counts
+        left_mass = left_counts.sum(axis=3)
+        right_mass = mass[:, None, None] - left_mass
+        with np.errstate(divide="ignore", invalid="ignore"):
+            purity = (left_counts**2).sum(axis=3) / left_mass + (right_counts**2).sum(axis=3) / right_mass
+        purity = np.where((left_mass >= MIN_LEAF) & (right_mass >= MIN_LEAF), purity, -np.inf)
+        flat = purity.reshape(level_size, -1)
+        best = flat.argmax(axis=1)
+        gain = flat[np.arange(level_size), best] - (totals**2).sum(axis=1) / np.maximum(mass, 1e-12)
+        split = splittable & np.isfinite(gain) & (gain > 1e-9 * np.maximum(mass, 1.0))
+        best_try, best_bin = np.divmod(best, BINS - 1)
+        chosen = tried[np.arange(level_size), best_try]
+        level_feature[split] = chosen[split]
+        level_threshold[split] = edges[chosen[split], best_bin[split]]
+        children = np.cumsum(split) - 1  # index of each splitting node among this level's splits
+        level_left[split] = next_id + 2 * children[split]
+        feature.append(level_feature)
+        threshold.append(level_threshold)
+        left.append(level_left)
+        if not split.any():
+            break
+        # rows follow their node to the next level; rows of leaves are done
+        moving = split[row_node]
+        rows, row_node = rows[moving], row_node[moving]
+        goes_right = data[rows, chosen[row_node]] > best_bin[row_node]
+        row_node = 2 * children[row_node] + goes_right
+        next_id += 2 * int(split.sum())
+        level_size = 2 * int(split.sum())
+    return (
+        np.concatenate(feature),
+        np.concatenate(threshold),
+        np.concatenate(left),
+        np.concatenate(value),
+    )
+
+
+def _fraction_at_most(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Fraction of the sorted `reference` that is <= each value."""
+    return np.searchsorted(reference, values, side="right") / reference.size
 
 
 def _as_matrix(features: np.ndarray) -> np.ndarray:
@@ -275,24 +512,22 @@ def _as_matrix(features: np.ndarray) -> np.ndarray:
     return matrix[None, :] if matrix.ndim == 1 else matrix
 
 
-def _standardise(values: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        z = (values - center) / scale
-    return np.clip(np.where(np.isfinite(z), z, 0.0), -CLIP, CLIP)
-
-
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _held_out_tails(blocks: list[str]) -> np.ndarray:
-    """True for the last CALIBRATION_FRACTION of each block's windows (blocks with enough windows)."""
-    held = np.zeros(len(blocks), dtype=bool)
+def _block_positions(blocks: list[str]) -> dict[str, list[int]]:
     positions: dict[str, list[int]] = {}
     for index, block in enumerate(blocks):
         positions.setdefault(block, []).append(index)
-    for members in positions.values():
+    return positions
+
+
+def _held_out_tails(blocks: list[str]) -> np.ndarray:
+    """True for the last CALIBRATION_FRACTION of each block's windows (blocks with enough windows)."""
+    held = np.zeros(len(blocks), dtype=bool)
+    for members in _block_positions(blocks).values():
         count = round(len(members) * CALIBRATION_FRACTION)
         if count >= 1 and len(members) - count - GAP_WINDOWS >= 2:
             held[members[-count:]] = True
@@ -301,49 +536,23 @@ def _held_out_tails(blocks: list[str]) -> np.ndarray:
 
 def _gap_before_tails(blocks: list[str], held: np.ndarray) -> np.ndarray:
     gap = np.zeros(len(blocks), dtype=bool)
-    positions: dict[str, list[int]] = {}
-    for index, block in enumerate(blocks):
-        positions.setdefault(block, []).append(index)
-    for members in positions.values():
+    for members in _block_positions(blocks).values():
         first_held = next((i for i, m in enumerate(members) if held[m]), None)
         if first_held is not None:
             gap[members[max(first_held - GAP_WINDOWS, 0) : first_held]] = True
     return gap
 
 
-def _best_temperature(distances: np.ndarray, truth: np.ndarray) -> float:
-    """The temperature minimising the held-out log loss of softmax(-0.5 d / T) (grid search)."""
-    if distances.shape[1] < 2:
+def _best_temperature(window_scores: np.ndarray, truth: np.ndarray) -> float:
+    """The temperature minimising the held-out log loss of softmax(score / T) (grid search)."""
+    if window_scores.shape[1] < 2:
         return 1.0
     best, best_loss = 1.0, float("inf")
-    for temperature in np.geomspace(0.25, 256.0, 37):
-        log_post = -0.5 * distances / temperature
-        log_post -= log_post.max(axis=1, keepdims=True)
+    for temperature in np.geomspace(1.0 / 256.0, 16.0, 49):
+        log_post = window_scores / temperature
+        log_post = log_post - log_post.max(axis=1, keepdims=True)
         log_post -= np.log(np.exp(log_post).sum(axis=1, keepdims=True))
         loss = -float(log_post[np.arange(len(truth)), truth].mean())
         if loss < best_loss:
             best, best_loss = float(temperature), loss
     return best
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot write: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, 0o600)  # an existing tmp file keeps its old mode through O_CREAT
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

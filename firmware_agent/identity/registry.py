@@ -50,6 +50,7 @@ class ProfileRecord:
     windows: int = 0  #: feature windows kept
     created: float = 0.0  #: epoch seconds
     last_learned: float = 0.0  #: epoch seconds
+    features: int = 0  #: width of the kept windows (another feature set's windows do not count)
 
 
 class IdentityStateError(UserError):
@@ -187,6 +188,7 @@ class ProfileRegistry:
         self._ensure_folders()
         write_atomic(self.windows_folder / f"{profile}.npy", _npy_bytes(rows))
         record.windows = len(rows)
+        record.features = windows.shape[1]
         record.minutes = round(len(rows) * step_seconds / 60.0, 2)
         record.drives += 1
         record.last_learned = round(time.time(), 3)
@@ -203,18 +205,26 @@ class ProfileRegistry:
         with contextlib.suppress(FileNotFoundError):
             (self.windows_folder / f"{profile}.npy").unlink()
 
-    def active_profiles(self, min_minutes: float) -> list[str]:
-        """Profiles with at least `min_minutes` of driving learned (the behavioural model knows these)."""
+    def active_profiles(self, min_minutes: float, features: int) -> list[str]:
+        """Profiles with at least `min_minutes` of driving learned as windows of `features` values.
+
+        Windows of another width were made by an older feature set: the profile learns afresh from its
+        next drive (`add_windows` starts over) and is not active until it has enough again.
+        """
         return sorted(
-            p for p, record in self.profiles.items() if record.windows and record.minutes >= min_minutes
+            profile
+            for profile, record in self.profiles.items()
+            if record.windows and record.minutes >= min_minutes and record.features == features
         )
 
-    def training_set(self, min_minutes: float) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """(profile, drive numbers, windows) of every profile with at least `min_minutes` learned."""
-        for profile in self.active_profiles(min_minutes):
+    def training_set(
+        self, min_minutes: float, features: int, newest: int
+    ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """(profile, drive numbers, windows) of each active profile: its `newest` windows at most."""
+        for profile in self.active_profiles(min_minutes, features):
             kept = self.windows(profile)
-            if kept is not None and len(kept[1]):
-                yield profile, kept[0], kept[1]
+            if kept is not None and len(kept[1]) and kept[1].shape[1] == features:
+                yield profile, kept[0][-newest:], kept[1][-newest:]
 
     def remove_model(self) -> None:
         """Delete the model file (no profile is active any more)."""

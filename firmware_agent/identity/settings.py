@@ -37,6 +37,7 @@ DEFAULT_PRIVATE = ("KEY_STATUS.KeyId", "HU_PROFILE_EVENT.ProfileUserHash")
 
 _KEYS = {
     "enabled",
+    "learn",
     "explicit",
     "none_values",
     "private",
@@ -60,6 +61,8 @@ class IdentitySettings:
     """The identity stage's configuration (see the module docstring and docs/configuration.md)."""
 
     enabled: bool = True
+    #: learn each finished drive on the car; false: the profiles change only through `profile learn/forget`
+    learn: bool = True
     #: explicit identity signals, strongest first; the first one with a value names the profile
     explicit: tuple[str, ...] = DEFAULT_EXPLICIT
     #: raw values of an explicit signal that mean "nobody" (no key in range, no profile selected)
@@ -108,6 +111,7 @@ class IdentitySettings:
         settings = cls(
             given=frozenset(given),
             enabled=reader.boolean("enabled", defaults.enabled),
+            learn=reader.boolean("learn", defaults.learn),
             explicit=reader.names("explicit", defaults.explicit),
             none_values=tuple(reader.numbers("none_values", defaults.none_values)),
             private=reader.names("private", defaults.private),

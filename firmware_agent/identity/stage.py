@@ -38,7 +38,7 @@ from firmware_agent.decode.catalog import Catalog
 from firmware_agent.errors import UserError
 from firmware_agent.identity.decision import UNKNOWN, RunningDecision
 from firmware_agent.identity.features import MIN_ROWS, RATE_HZ, window_features
-from firmware_agent.identity.learning import load_or_refit, refit
+from firmware_agent.identity.learning import BackgroundRefit, load_or_refit, refit
 from firmware_agent.identity.registry import ProfileRegistry
 from firmware_agent.identity.sampler import FrameSampler
 from firmware_agent.identity.settings import IdentitySettings
@@ -52,7 +52,8 @@ EXPLICIT, BEHAVIOUR, NONE = "explicit", "behaviour", "none"
 
 @dataclass(frozen=True)
 class DriveOutcome:
-    """How a drive ended for learning: `result` is learned, mismatch, unfinished, no_identity or error."""
+    """How a drive ended for learning: `result` is learned, mismatch, unfinished, no_identity, error or
+    not_learning (`identity.learn = false`)."""
 
     start: float
     end: float
@@ -88,6 +89,7 @@ class IdentityStage:
         emit: Callable[[Event], None],
         set_driver: Callable[[dict[str, Any] | None, float | None], None],
         on_drive_end: Callable[[DriveOutcome], None] | None = None,
+        background_refit: bool = True,
     ) -> None:
         self.settings = settings
         self.on_drive_end = on_drive_end
@@ -98,6 +100,8 @@ class IdentityStage:
         self.model, reason = load_or_refit(self.registry, settings)
         if reason:
             log.info("identity: model refitted (%s): %s", reason, self._model_summary())
+        # The agent refits on a worker thread (seconds on a Pi); `profile learn` waits for each fit.
+        self._refitter = BackgroundRefit(self.registry, settings) if background_refit else None
         self.counts = dict.fromkeys(
             (
                 "drives",
@@ -135,7 +139,16 @@ class IdentityStage:
 
     def observe_frames(self, frames: Iterable[can.Message]) -> None:
         """Take a chunk of frames (time order)."""
+        if self._drive is None:
+            self._adopt_refitted_model()
         self.sampler.feed(frames)
+
+    def _adopt_refitted_model(self) -> None:
+        """Swap in a model the background refit finished (between drives only: a drive keeps its labels)."""
+        ready = self._refitter.take() if self._refitter is not None else None
+        if ready is not None:
+            self.model = ready[0]
+            log.info("identity: model refitted: %s", self._model_summary())
 
     def annotate(self, batch: Batch) -> None:
         """Fill in the batch's `driver` map: confidence and the behavioural view of the profile it carries."""
@@ -145,15 +158,23 @@ class IdentityStage:
         key = (driver.get("profile"), driver.get("source", NONE))
         driver.update(self._details.get(key) or self._detail())
 
-    def finish(self, timestamp: float | None = None) -> None:
-        """The data ended: a drive without ignition signal ends (and is learned); any other is cut short."""
+    def finish(self, timestamp: float | None = None, refit_timeout: float = 10.0) -> None:
+        """The data ended: a drive without ignition signal ends (and is learned); any other is cut short.
+
+        A refit in progress gets up to `refit_timeout` seconds to finish and be saved.
+        """
         if self._drive is not None:
             end = timestamp if timestamp is not None else self._drive.start
             self._end_drive(end, completed=not self.sampler.has_ignition)
+        if self._refitter is not None and self._refitter.wait(refit_timeout):
+            self._adopt_refitted_model()
 
     def counters(self) -> dict[str, int]:
         """The stage's counters (`identity.*` in telemetry)."""
         counts = dict(self.counts)
+        if self._refitter is not None:
+            counts["model_fits"] += self._refitter.fits
+            counts["learn_errors"] += self._refitter.errors
         counts["frames_decoded"] = self.sampler.frames_decoded
         counts["profiles"] = len(self.registry.profiles)
         counts["active_profiles"] = 0 if self.model is None else len(self.model.labels)
@@ -228,6 +249,7 @@ class IdentityStage:
     # --- drives --------------------------------------------------------------------------------------
 
     def _start_drive(self, timestamp: float) -> _Drive:
+        self._adopt_refitted_model()
         decision = None
         if self.model is not None:
             decision = RunningDecision(
@@ -262,6 +284,8 @@ class IdentityStage:
         if not completed:
             self.counts["drives_not_learned_unfinished"] += 1
             return "unfinished", "the data ended before the ignition was switched off"
+        if not self.settings.learn:
+            return "not_learning", "learning is off (identity.learn = false)"
         if drive.mismatch:
             self.counts["drives_not_learned_mismatch"] += 1
             log.info("identity: drive not learned: the behaviour contradicted the key")
@@ -288,13 +312,16 @@ class IdentityStage:
                     profile,
                     record.minutes,
                 )
-            self.model, _ = load_or_refit(self.registry, self.settings)
+            if self._refitter is None:
+                self.model, _ = load_or_refit(self.registry, self.settings)
+                self.counts["model_fits"] += 1
         except (OSError, UserError) as exc:
             self.counts["learn_errors"] += 1
             log.warning("identity: drive not learned: %s", exc)
             return "error", str(exc)
+        if self._refitter is not None:
+            self._refitter.request()
         self.counts["drives_learned"] += 1
-        self.counts["model_fits"] += 1
         return "learned", self._model_summary()
 
     # --- the decision and what it reports ------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Window features and sliding windows of the behavioural driver model, on synthetic drives."""
+"""Window vectors, per-second features and sliding windows of the driver model, on synthetic drives."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +10,11 @@ import pytest
 from firmware_agent.identity.features import (
     CHANNELS,
     MIN_ROWS,
+    WINDOW_ROWS,
+    as_seconds,
     feature_names,
+    second_feature_names,
+    second_features,
     sliding_windows,
     window_features,
 )
@@ -61,46 +67,70 @@ def synthetic_drive(seed: int, seconds: int, pedal_peak: float, decel: float) ->
     return rows
 
 
-def test_feature_vector_matches_names_and_is_finite_for_a_full_window() -> None:
+def test_window_vector_keeps_the_rows_and_pads_short_windows() -> None:
     window = synthetic_drive(1, 60, pedal_peak=40, decel=2.5)
     features = window_features(window)
-    assert features.shape == (len(feature_names()),)
+    assert features.shape == (len(feature_names()),) == (WINDOW_ROWS * len(CHANNELS),)
     assert len(set(feature_names())) == len(feature_names())
-    names = feature_names()
-    # Every feature that does not need a particular event (a stop, a gear change) is finite.
-    for name, value in zip(names, features, strict=True):
-        if not name.startswith(("stop.", "response.rpm_at", "response.speed_at", "band.")):
-            assert np.isfinite(value), name
+    np.testing.assert_array_equal(features.reshape(WINDOW_ROWS, len(CHANNELS)), window)
+    short = window_features(window[:40])
+    windows, valid = as_seconds(short)
+    assert valid[0, :40].all() and not valid[0, 40:].any()
+    np.testing.assert_array_equal(windows[0, :40], window[:40])
+    longer = np.concatenate([window, window[:15]])  # a longer window keeps its last WINDOW_ROWS seconds
+    np.testing.assert_array_equal(window_features(longer).reshape(WINDOW_ROWS, -1), longer[-WINDOW_ROWS:])
 
 
-def test_missing_channel_gives_nan_features_for_that_channel_only() -> None:
-    window = synthetic_drive(2, 60, pedal_peak=40, decel=2.5)
-    window[:, CHANNELS.index("throttle")] = np.nan
-    features = dict(zip(feature_names(), window_features(window), strict=True))
-    assert np.isnan(features["throttle.mean"])
-    assert np.isnan(features["throttle.d_std"])
-    assert np.isfinite(features["speed.mean"])
-    assert np.isfinite(features["pedal.d_std"])
-
-
-def test_partial_gaps_are_interpolated() -> None:
+def test_partial_gaps_are_interpolated_and_a_missing_channel_stays_missing() -> None:
     window = synthetic_drive(3, 60, pedal_peak=40, decel=2.5)
     gappy = window.copy()
-    gappy[10:13, CHANNELS.index("speed")] = np.nan
-    features = dict(zip(feature_names(), window_features(gappy), strict=True))
-    assert np.isfinite(features["speed.mean"])
-    assert features["speed.mean"] == pytest.approx(window[:, CHANNELS.index("speed")].mean(), rel=0.05)
+    speed = CHANNELS.index("speed")
+    gappy[10:13, speed] = np.nan
+    gappy[:, CHANNELS.index("throttle")] = np.nan
+    rows = window_features(gappy).reshape(WINDOW_ROWS, len(CHANNELS))
+    assert np.isfinite(rows[:, speed]).all()
+    assert rows[11, speed] == pytest.approx((window[9, speed] + window[13, speed]) / 2, abs=1e-9)
+    assert np.isnan(rows[:, CHANNELS.index("throttle")]).all()
 
 
-def test_abrupt_pedal_shows_in_the_pedal_dynamics() -> None:
-    calm = dict(
-        zip(feature_names(), window_features(synthetic_drive(4, 120, pedal_peak=15, decel=1.5)), strict=True)
+def test_second_features_match_names_and_follow_the_window() -> None:
+    windows, valid = as_seconds(
+        np.stack([window_features(synthetic_drive(seed, 60, pedal_peak=40, decel=2.5)) for seed in (1, 2)])
     )
-    harsh = dict(
-        zip(feature_names(), window_features(synthetic_drive(4, 120, pedal_peak=60, decel=3.5)), strict=True)
+    rows = second_features(windows, valid)
+    names = second_feature_names()
+    assert rows.shape == (2, WINDOW_ROWS, len(names)) and len(set(names)) == len(names)
+    assert np.isfinite(rows).all()
+    column = {name: index for index, name in enumerate(names)}
+    pressure = windows[:, :, CHANNELS.index("brake_pressure")]
+    np.testing.assert_allclose(rows[:, 20, column["brake_pressure.min10"]], pressure[:, 11:21].min(axis=1))
+    np.testing.assert_allclose(rows[:, 20, column["d.speed"]], windows[:, 20, 2] - windows[:, 19, 2])
+    np.testing.assert_allclose(rows[:, 20, column["lag5.throttle"]], windows[:, 15, 1])
+    # a context feature is the same on every second of its window
+    assert np.ptp(rows[:, :, column["window.pedal_max"]], axis=1).max() == 0.0
+
+
+def test_second_features_of_a_missing_channel_are_nan_without_warnings() -> None:
+    window = synthetic_drive(2, 60, pedal_peak=40, decel=2.5)
+    window[:, CHANNELS.index("throttle")] = np.nan
+    windows, valid = as_seconds(window_features(window[:45]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = second_features(windows, valid)[0, :45]
+    column = {name: index for index, name in enumerate(second_feature_names())}
+    assert (
+        np.isnan(rows[:, column["throttle"]]).all() and np.isnan(rows[:, column["window.throttle_min"]]).all()
     )
-    assert harsh["pedal.d_std"] > 2 * calm["pedal.d_std"]
-    assert harsh["pedal.q90"] > calm["pedal.q90"]
+    assert np.isfinite(rows[:, column["speed"]]).all() and np.isfinite(rows[:, column["d.pedal"]]).all()
+
+
+def test_abrupt_pedal_shows_in_the_pedal_changes() -> None:
+    def pedal_changes(peak: float, decel: float) -> float:
+        windows, valid = as_seconds(window_features(synthetic_drive(4, 60, pedal_peak=peak, decel=decel)))
+        rows = second_features(windows, valid)[0]
+        return float(np.abs(rows[:, second_feature_names().index("d.pedal")]).mean())
+
+    assert pedal_changes(60, 3.5) > 2 * pedal_changes(15, 1.5)
 
 
 def test_window_shape_is_checked() -> None:

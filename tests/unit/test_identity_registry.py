@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from firmware_agent.cli import main
+from firmware_agent.identity.learning import feature_width
 from firmware_agent.identity.registry import IdentityStateError, ProfileRegistry
 
 KEY = "KEY_STATUS.KeyId=439041025"
@@ -106,7 +107,7 @@ def test_a_truncated_windows_file_is_named(tmp_path: Path) -> None:
 def test_profile_list_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     registry = ProfileRegistry(tmp_path)
     profile = registry.profile_id(KEY)
-    registry.add_windows(profile, np.ones((150, 3)), step_seconds=10, cap=1000)  # 25 minutes
+    registry.add_windows(profile, np.ones((150, feature_width())), step_seconds=10, cap=1000)  # 25 minutes
     assert main(["profile", "list", "--state-dir", str(tmp_path), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["activation_minutes"] == 20

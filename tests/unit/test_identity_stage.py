@@ -50,7 +50,7 @@ def style_rows(style: str, seconds: int, seed: int) -> np.ndarray:
 class Harness:
     """An `IdentityStage` with a recording collector (events, driver changes, drive outcomes)."""
 
-    def __init__(self, state: Path, settings: IdentitySettings = SETTINGS) -> None:
+    def __init__(self, state: Path, settings: IdentitySettings = SETTINGS, background: bool = False) -> None:
         catalog = Catalog.from_specs(default_dbc_specs(), warn_stream=None)
         vss = VssMap.load(default_dbc_dir() / "vss.toml")
         self.events: list[Event] = []
@@ -64,6 +64,7 @@ class Harness:
             emit=self.events.append,
             set_driver=lambda driver, timestamp: self.drivers.append(driver),
             on_drive_end=self.outcomes.append,
+            background_refit=background,
         )
         self.clock = 1_767_225_600.0
 
@@ -194,3 +195,21 @@ def test_a_corrupt_model_file_is_refitted_from_the_windows(trained: Harness, tmp
     model.write_bytes(model.read_bytes()[:100])
     restarted = Harness(tmp_path)
     assert restarted.stage.model is not None and len(restarted.stage.model.labels) == 2
+
+
+def test_the_agent_refits_in_the_background_and_swaps_the_model_between_drives(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, background=True)
+    harness.drive(KEY_A, style_rows("calm", 240, 1))
+    harness.drive(KEY_B, style_rows("harsh", 240, 1))
+    harness.stage.finish()  # waits for the refit in progress
+    assert harness.stage.model is not None
+    assert set(harness.stage.model.labels) == {harness.profile(KEY_A), harness.profile(KEY_B)}
+    assert harness.stage.counters()["model_fits"] >= 1
+
+
+def test_with_learning_off_drives_change_nothing(trained: Harness, tmp_path: Path) -> None:
+    frozen = Harness(tmp_path, IdentitySettings(activation_minutes=3.0, learn=False))
+    before = (tmp_path / "identity" / "profiles.json").read_bytes()
+    outcome = frozen.drive(KEY_A, style_rows("calm", 240, 12))
+    assert outcome is not None and outcome.result == "not_learning"
+    assert (tmp_path / "identity" / "profiles.json").read_bytes() == before
