@@ -4,8 +4,8 @@
 STATE_DIR/identity/            0700
   secret                       0600  32 random bytes, made on first use; never leaves the car
   profiles.json                0600  {"version": 1, "profiles": {ID: {minutes, drives, windows, ...}}}
-  windows/ID.npy               0600  the profile's feature windows (float64, newest last, capped); column 0
-                                     is the number of the drive each came from, the rest the features
+  windows/ID.npy               0600  the profile's windows (`features.window_features`, float64, newest
+                                     last, capped); column 0 is the drive each came from
   model.npz                    0600  the behavioural model fitted on the active profiles
 ```
 

@@ -39,6 +39,7 @@ from firmware_agent.errors import UserError
 from firmware_agent.identity.decision import UNKNOWN, RunningDecision
 from firmware_agent.identity.features import MIN_ROWS, RATE_HZ, window_features
 from firmware_agent.identity.learning import BackgroundRefit, load_or_refit, refit
+from firmware_agent.identity.model import OVERLAP_TEMPERING
 from firmware_agent.identity.registry import ProfileRegistry
 from firmware_agent.identity.sampler import FrameSampler
 from firmware_agent.identity.settings import IdentitySettings
@@ -118,6 +119,9 @@ class IdentityStage:
         )
         self._window_rows = max(MIN_ROWS, int(settings.window_seconds * RATE_HZ))
         self._step_rows = max(1, int(settings.step_seconds * RATE_HZ))
+        # The model tempers its evidence for 60-s windows every 10 s (each second in OVERLAP_TEMPERING
+        # windows); other settings overlap more or less, and the sum over a drive must not change with them.
+        self._evidence_scale = OVERLAP_TEMPERING * settings.step_seconds / settings.window_seconds
         self._drive: _Drive | None = None
         self._explicit_identity: str | None = None  # as the sampler reports it, in or out of a drive
         self._explicit_profile: str | None = None  # its profile, while a drive is in progress
@@ -243,7 +247,8 @@ class IdentityStage:
         self.counts["windows"] += 1
         drive.windows.append((features, self._explicit_profile))
         if drive.decision is not None and self.model is not None:
-            drive.decision.add(self.model.log_likelihoods(features[np.newaxis, :])[0])
+            evidence = self.model.log_likelihoods(features[np.newaxis, :])[0]
+            drive.decision.add(evidence * self._evidence_scale)
         self._update(timestamp)
 
     # --- drives --------------------------------------------------------------------------------------
