@@ -44,8 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/compiled.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/collect.py
-	$(BIN)/python bench/driver_id.py
-	$(BIN)/python bench/driver_id_sim.py
+	$(BIN)/python bench/driver_id.py --sim
 
 clean:
 	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ Data: the OCS Lab driving dataset, first halves of one trip of each of 8 drivers
 academic data that may not be redistributed, so it lives outside the repository:
 
     .venv/bin/python bench/driver_id.py [--data ../shared/data/driving/ocslab_train_first_halves_A-H.csv]
+                                        [--sim]   # then the simulated-drives section (bench/driver_id_sim.py)
 
 Protocol (never random splits: neighbouring windows are near-copies): the first 70 % of each trip's rows
 (by time) train, the last 30 % test. Windows are 60 s long every 10 s. Reported:
@@ -324,12 +325,20 @@ def main(argv: list[str] | None = None) -> int:
     """Print every section of the benchmark; exit 0 with "skipped: no data" when the data is absent."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the OCS Lab CSV")
+    parser.add_argument(
+        "--sim", action="store_true", help="also the simulated drives (learning, owners, borrowed keys)"
+    )
     args = parser.parse_args(argv)
     print(f"# driver identification  python {platform.python_version()}  {platform.machine()}")
     if not args.data.is_file():
         print(f"skipped: no data ({args.data})")
-        return 0
-    _print_real(real_data_report(args.data))
+    else:
+        _print_real(real_data_report(args.data))
+    if args.sim:
+        print("\n# simulated drives (bench/driver_id_sim.py)", flush=True)
+        from driver_id_sim import main as simulated_drives
+
+        return simulated_drives([])
     return 0
 
 

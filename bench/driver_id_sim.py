@@ -75,14 +75,14 @@ def drive(state: Path, simulation: Simulation, catalog: Catalog, vss: VssMap) ->
     return events, (last or 0.0) - (first or 0.0)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--learn-drives", type=int, default=4, help="learning drives per persona (default 4)")
     parser.add_argument("--minutes", type=float, default=7.0, help="minutes per drive (default 7)")
     parser.add_argument(
         "--seeds", type=int, default=2, help="test seeds per owner scenario and pair (default 2)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     catalog = Catalog.from_specs(default_dbc_specs(), warn_stream=None)
     vss = VssMap.load(default_dbc_dir() / "vss.toml")
     seconds = args.minutes * 60
