@@ -43,7 +43,9 @@ PRIORITY_HIGH = 2
 class Batch:
     """Samples and events collected over one interval, before it receives a sequence number.
 
-    `signals` maps a signal name to its samples as (timestamps, values), in time order.
+    `signals` maps a signal name to its samples as (timestamps, values), in time order. `counters`, when
+    set, are the counters its payload carries, fixed (a part of a batch split after sealing keeps the ones
+    the batch was sealed with); None lets the sealer ask for the current ones.
     """
 
     samples: dict[str, tuple[list[float], list[SignalValue]]] = field(default_factory=dict)
@@ -51,6 +53,7 @@ class Batch:
     campaign: str | None = None
     driver: dict[str, Any] | None = None
     priority: int = PRIORITY_NORMAL
+    counters: dict[str, int] | None = None
 
     def add(self, sample: Sample) -> None:
         """Append one sample to its signal's series."""
