@@ -160,6 +160,11 @@ def parse_campaigns(
             reader.fail("name", f"campaign name {campaign.name!r} is used twice")
         seen.add(campaign.name)
         campaigns.append(campaign)
+    from firmware_agent.collect.budget import budget_problem  # budget needs this module's types
+
+    problem = budget_problem(campaigns)
+    if problem is not None:
+        raise CampaignError(f"{source}: {problem}")
     return campaigns
 
 
