@@ -130,6 +130,8 @@ def loads_campaigns(
             problem = message[: match.start()]
             raise CampaignError(f"{source}:{line}:{column}: TOML syntax error: {problem}") from exc
         raise CampaignError(f"{source}: TOML syntax error: {message}") from exc
+    except RecursionError:  # tomllib recurses per nested array or table
+        raise CampaignError(f"{source}: TOML nested too deeply") from None
     return parse_campaigns(document, source, names, text)
 
 
