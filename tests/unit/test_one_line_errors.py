@@ -176,3 +176,10 @@ def test_hostile_signed_campaign_updates_are_rejected_once_with_an_event() -> No
     assert (counters["rejected"], counters["duplicates"], counters["apply_failed"]) == (2, 2, 0)
     good = signer.sign(encode_campaign_update(3, _campaign_toml("Vehicle.Speed > 1")), TOPIC)
     assert updates.handle(TOPIC, good) is not None and len(applied) == 1
+
+
+def test_a_configuration_nested_too_deeply(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    done = _run("run", "--config", str(config))
+    assert _one_line(done) == f"firmware-agent run: error: {config}: TOML nested too deeply"
