@@ -11,6 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Frame and sample times are seconds: since the Unix epoch (live buses, most captures) or since the start
+#: of a recording (ASC, BLF relative times), so never negative and never after 2100-01-01 UTC. A time
+#: outside is a unit mistake (a logger writing microseconds or nanoseconds since the epoch) or garbage,
+#: and float64 cannot step a 10 Hz grid there (`t + 0.1 == t` from about 1e15). Checked by
+#: `pipeline.frame_times` (frames) and `sim.Simulation` (its start and end).
+MAX_FRAME_TIME = 4_102_444_800.0
+
 #: A decoded signal value: physical number, or the value-table name as a string.
 SignalValue = int | float | str
 
@@ -43,7 +50,9 @@ PRIORITY_HIGH = 2
 class Batch:
     """Samples and events collected over one interval, before it receives a sequence number.
 
-    `signals` maps a signal name to its samples as (timestamps, values), in time order.
+    `signals` maps a signal name to its samples as (timestamps, values), in time order. `counters`, when
+    set, are the counters its payload carries, fixed (a part of a batch split after sealing keeps the ones
+    the batch was sealed with); None lets the sealer ask for the current ones.
     """
 
     samples: dict[str, tuple[list[float], list[SignalValue]]] = field(default_factory=dict)
@@ -51,6 +60,7 @@ class Batch:
     campaign: str | None = None
     driver: dict[str, Any] | None = None
     priority: int = PRIORITY_NORMAL
+    counters: dict[str, int] | None = None
 
     def add(self, sample: Sample) -> None:
         """Append one sample to its signal's series."""

@@ -27,8 +27,14 @@ class VssMap:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise UserError(f"{path}: no such file") from exc
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not a UTF-8 text file (a VSS mapping is TOML)") from exc
+        except OSError as exc:
+            raise UserError(f"{path}: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"{path}: {exc}") from exc
+        except RecursionError:
+            raise UserError(f"{path}: TOML nested too deeply") from None
         table = document.get("signals")
         if not isinstance(table, dict):
             raise UserError(f"{path}: missing [signals] table")

@@ -21,6 +21,8 @@ import cantools
 from cantools.database.can import Database, Message
 
 from firmware_agent.e2e import E2EProfile, profile_for
+from firmware_agent.errors import UserError
+from firmware_agent.values import MAX_FRAME_TIME
 from firmware_agent.vehicle import BUS_NAMES, default_dbc_dir
 from sim.cabin import CLOSING_TIME, DEPART, DOOR_CLOSE, IGNITION_ON, Cabin
 from sim.driver import Driver
@@ -111,6 +113,13 @@ class Simulation:
         self.seed = seed
         self.duration = float(duration)
         self.start_time = float(start_time)
+        latest_start = MAX_FRAME_TIME - self.duration
+        if not (0.0 <= self.duration <= MAX_FRAME_TIME and 0.0 <= self.start_time <= latest_start):
+            # frames at such times would be refused by the agent (and float64 cannot step their clocks)
+            raise UserError(
+                f"start time {self.start_time:g} and duration {self.duration:g}: the drive must lie between "
+                f"0 and {MAX_FRAME_TIME:.0f} (2100-01-01) seconds since the epoch"
+            )
         self.channels = {bus: bus for bus in BUS_NAMES} | dict(channels or {})
         self.faults = list(faults)
         self.hard_brakes = sorted(hard_brakes)

@@ -130,6 +130,8 @@ def loads_campaigns(
             problem = message[: match.start()]
             raise CampaignError(f"{source}:{line}:{column}: TOML syntax error: {problem}") from exc
         raise CampaignError(f"{source}: TOML syntax error: {message}") from exc
+    except RecursionError:  # tomllib recurses per nested array or table
+        raise CampaignError(f"{source}: TOML nested too deeply") from None
     return parse_campaigns(document, source, names, text)
 
 
@@ -160,6 +162,11 @@ def parse_campaigns(
             reader.fail("name", f"campaign name {campaign.name!r} is used twice")
         seen.add(campaign.name)
         campaigns.append(campaign)
+    from firmware_agent.collect.budget import budget_problem  # budget needs this module's types
+
+    problem = budget_problem(campaigns)
+    if problem is not None:
+        raise CampaignError(f"{source}: {problem}")
     return campaigns
 
 

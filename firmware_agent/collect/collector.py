@@ -22,8 +22,9 @@ The identity stage slots in with `add_event(event)` (events ride in the next bat
 then carries the driver).
 
 Bounds and policies (counters in `Collector.counters`):
-- cut batches wait for `poll()` in a queue of at most `max_ready_batches`; when full, the oldest batch of
-  the lowest priority is dropped (`dropped_ready_batches`, `dropped_ready_samples`);
+- cut batches wait for `poll()` in a queue of at most `max_ready_batches` batches and `max_ready_samples`
+  samples (`collect.budget`); when full, the oldest batch of the lowest priority is dropped
+  (`dropped_ready_batches`, `dropped_ready_samples`);
 - events wait for a batch in a list of at most `max_pending_events` (oldest dropped, `dropped_events`);
   an event that found no batch within `events_max_delay_s` goes out in an events-only batch;
 - pre-trigger buffers and rolling windows: see `runners.TriggeredRunner` and `conditions.RollingWindow`.
@@ -35,6 +36,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from firmware_agent.collect.budget import MAX_READY_SAMPLES
 from firmware_agent.collect.campaign import Campaign, needed_signals
 from firmware_agent.collect.conditions import DEFAULT_WINDOW_POINTS
 from firmware_agent.collect.records import FrameRecord, SignalGroup
@@ -57,6 +59,7 @@ class Collector:
         *,
         clock: Callable[[], float] | None = None,
         max_ready_batches: int = 1024,
+        max_ready_samples: int = MAX_READY_SAMPLES,
         max_pending_events: int = 1000,
         events_max_delay_s: float = 5.0,
         max_window_points: int = DEFAULT_WINDOW_POINTS,
@@ -66,6 +69,8 @@ class Collector:
         self._rewind_after = rewind_after_s
         self._acted_at = -math.inf  # the latest time `_advance` ran for
         self._max_ready = max_ready_batches
+        self._max_ready_samples = max_ready_samples
+        self._ready_samples = 0
         self._max_events = max_pending_events
         self._events_delay = events_max_delay_s
         self._max_window_points = max_window_points
@@ -246,11 +251,17 @@ class Collector:
         if full:
             stats["batches_full"] += 1
         ready = self._ready
-        if len(ready) >= self._max_ready:
+        size = batch.sample_count()
+        while ready and (
+            len(ready) >= self._max_ready or self._ready_samples + size > self._max_ready_samples
+        ):
             lowest = min(range(len(ready)), key=lambda index: (ready[index].priority, index))
+            dropped = ready.pop(lowest).sample_count()
+            self._ready_samples -= dropped
             stats["dropped_ready_batches"] += 1
-            stats["dropped_ready_samples"] += ready.pop(lowest).sample_count()
+            stats["dropped_ready_samples"] += dropped
         ready.append(batch)
+        self._ready_samples += size
 
     def poll(self, now: float | None = None) -> list[Batch]:
         """Batches cut so far. `now` (or the clock given at construction) first cuts what is due by then."""
@@ -266,6 +277,7 @@ class Collector:
             elif now >= self._deadline:
                 self._advance(now)
         ready, self._ready = self._ready, []
+        self._ready_samples = 0
         return ready
 
     def _rewind(self) -> None:
@@ -285,6 +297,7 @@ class Collector:
         if self._events:
             self._emit(Batch(priority=PRIORITY_NORMAL), 0, False)
         ready, self._ready = self._ready, []
+        self._ready_samples = 0
         return ready
 
     # -- counters --------------------------------------------------------------------------------------

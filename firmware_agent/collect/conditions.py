@@ -43,6 +43,11 @@ from firmware_agent.values import Sample, SignalValue
 
 #: The longest rolling window accepted, in seconds.
 MAX_WINDOW_S = 3600.0
+#: Nesting (parentheses, `not`, unary minus, `abs()`) and length limits of a condition. The parser and the
+#: evaluator recurse over the syntax tree: 85 nested parentheses exceeded Python's recursion limit and
+#: gave a traceback (issue 12), also inside a signed campaign update. Real conditions nest a few levels.
+MAX_NESTING = 32
+MAX_TOKENS = 256
 #: Default bound on the points one rolling window keeps (oldest dropped and counted beyond it).
 DEFAULT_WINDOW_POINTS = 10_000
 
@@ -242,6 +247,12 @@ def parse_condition(text: str, names: SignalNames | None = None) -> Expression:
 class _Parser:
     def __init__(self, text: str, names: SignalNames | None) -> None:
         self.tokens = tokenize(text)
+        if len(self.tokens) > MAX_TOKENS + 1:  # + the end token
+            raise ConditionError(
+                f"condition of {len(self.tokens) - 1} tokens is longer than {MAX_TOKENS}",
+                self.tokens[MAX_TOKENS].column,
+            )
+        self.depth = 0
         self.index = 0
         self.names = names
         self.signals: set[str] = set()
@@ -300,10 +311,21 @@ class _Parser:
             left, kind = Logical(left.column, op, left, right), BOOL
         return left, kind
 
+    def nest(self, token: Token) -> None:
+        """Enter one more level of nesting at `token` (`leave()` after); refuses more than MAX_NESTING."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ConditionError(f"nested more than {MAX_NESTING} levels deep", token.column)
+
+    def leave(self) -> None:
+        self.depth -= 1
+
     def not_expr(self) -> tuple[Node, str]:
         if self.at("keyword", "not"):
             token = self.advance()
+            self.nest(token)
             operand, kind = self.not_expr()
+            self.leave()
             self.require(operand, kind, BOOL, "'not' needs a comparison")
             return Not(token.column, operand), BOOL
         return self.comparison()
@@ -347,7 +369,9 @@ class _Parser:
     def unary(self) -> tuple[Node, str]:
         if self.at("op", "-"):
             token = self.advance()
+            self.nest(token)
             operand, kind = self.unary()
+            self.leave()
             self.numeric(operand, kind, "-")
             if isinstance(operand, Number):
                 return Number(token.column, -operand.value), NUM
@@ -368,9 +392,10 @@ class _Parser:
                 return self.call(token)
             return Signal(token.column, self.signal(token)), VALUE
         if self.at("op", "("):
-            self.advance()
+            self.nest(self.advance())
             node, kind = self.or_expr()
             self.expect("op", ")")
+            self.leave()
             return node, kind
         self.fail(token)
 
@@ -381,7 +406,9 @@ class _Parser:
             raise ConditionError(f"unknown function {function!r} (known: {known})", name.column)
         self.expect("op", "(")
         if function == "abs":
+            self.nest(name)
             operand, kind = self.sum()
+            self.leave()
             self.numeric(operand, kind, "abs()")
             self.expect("op", ")")
             return Abs(name.column, operand), NUM

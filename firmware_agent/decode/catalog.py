@@ -17,6 +17,7 @@ from typing import Literal, TextIO
 import cantools
 from cantools.database.can import Database, Message
 
+from firmware_agent.decode.memo import KeyMemo
 from firmware_agent.errors import UserError
 
 _J1939_PROTOCOL = "j1939"
@@ -75,7 +76,28 @@ def _parse_database(path: Path, warn: Callable[[str], None]) -> Database:
         raise UserError(_describe_load_error(path, exc)) from exc
 
 
+#: The longest frame there is (CAN FD: 64 data bytes). cantools builds per-byte structures for a message's
+#: declared length: one declaring 2**31 bytes took 14 GB before any error (issue 12).
+MAX_MESSAGE_LENGTH = 64
+_DBC_MESSAGE = re.compile(rb"^[ \t]*BO_[ \t]+\d+[ \t]+(\w+)[ \t]*:[ \t]*(\d+)", re.M)
+
+
+def _check_message_lengths(path: Path) -> None:
+    """Refuse a DBC declaring a message longer than any CAN frame, before cantools sees it."""
+    text = path.read_bytes()
+    for match in _DBC_MESSAGE.finditer(text):
+        length = int(match.group(2))
+        if length > MAX_MESSAGE_LENGTH:
+            line = text.count(b"\n", 0, match.start()) + 1
+            name = match.group(1).decode("ascii", "replace")
+            raise UserError(
+                f"{path}:{line}: message {name} declares {length} bytes; a CAN frame has at most "
+                f"{MAX_MESSAGE_LENGTH} (CAN FD)"
+            )
+
+
 def _load_dbc(path: Path, warn: Callable[[str], None]) -> Database:
+    _check_message_lengths(path)
     # For DBC files strictness is only checked per message (signals that overlap or do not fit), so
     # one non-strict parse plus that check per message gives the same result as a strict load with a
     # fallback, without parsing the file twice.
@@ -172,7 +194,7 @@ class Catalog:
 
     def __init__(self) -> None:
         self._tables: dict[str | None, _ChannelTable] = {}
-        self._cache: dict[tuple[str | None, int, bool], Message | None] = {}
+        self._cache: KeyMemo[tuple[str | None, int, bool], Message | None] = KeyMemo()
         self._bitrates: dict[str | None, BusBitrate] = {}
         self.sources: list[DbcSpec] = []
 
@@ -255,5 +277,5 @@ class Catalog:
                 found = table.by_pgn.get(j1939_pgn(frame_id))
             if found is not None:
                 break
-        self._cache[key] = found
+        self._cache.remember(key, found)  # bounded: see decode.memo
         return found

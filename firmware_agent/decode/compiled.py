@@ -35,6 +35,7 @@ from cantools.database.namedsignalvalue import NamedSignalValue
 
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.layout import MessageLayout, NodeLayout, SignalLayout, message_layout
+from firmware_agent.decode.memo import KeyMemo
 from firmware_agent.values import SignalValue
 
 #: Skip reasons, shared with the vectorised decoder and the summary.
@@ -103,7 +104,7 @@ class FrameDecoder:
         self.catalog = catalog
         self.decode_choices = decode_choices
         self.skips: Counter[str] = Counter()
-        self._by_key: dict[tuple[Any, int, bool], CompiledMessage | None] = {}
+        self._by_key: KeyMemo[tuple[Any, int, bool], CompiledMessage | None] = KeyMemo()
         self._by_message: dict[int, CompiledMessage] = {}
 
     def compiled_for(self, channel: Any, frame_id: int, is_extended: bool) -> CompiledMessage | None:
@@ -119,7 +120,7 @@ class FrameDecoder:
             compiled = self._by_message.get(id(message))
             if compiled is None:
                 compiled = self._by_message[id(message)] = CompiledMessage(message, self.decode_choices)
-        self._by_key[key] = compiled
+        self._by_key.remember(key, compiled)  # bounded: see decode.memo
         return compiled
 
     def decode(self, frame: can.Message) -> tuple[Message, dict[str, SignalValue]] | None:

@@ -29,6 +29,7 @@ from cantools.database.can import Message
 
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.compiled import CompiledMessage, DecodeSkip, FrameDecoder
+from firmware_agent.decode.memo import KeyMemo
 from firmware_agent.errors import UserError
 from firmware_agent.identity.features import CHANNELS, RATE_HZ
 from firmware_agent.identity.settings import IdentitySettings
@@ -129,7 +130,7 @@ class FrameSampler:
             self._ignition_on = _on_values(ignition, settings.ignition_on)
         self.has_ignition = ignition is not None
         self._wanted = {key: (message, tuple(outputs)) for key, (message, outputs) in wanted.items()}
-        self._plans: dict[tuple[Any, int, bool], _MessagePlan | None] = {}
+        self._plans: KeyMemo[tuple[Any, int, bool], _MessagePlan | None] = KeyMemo()
         self._plans_by_message: dict[int, _MessagePlan] = {}
         self._none = frozenset(settings.none_values)
         self._latest = np.full(len(CHANNELS), np.nan)
@@ -180,7 +181,7 @@ class FrameSampler:
             if plan is None:
                 outputs = self._wanted[id(compiled.message)][1]
                 plan = self._plans_by_message[id(compiled.message)] = _MessagePlan(compiled, outputs)
-        self._plans[key] = plan
+        self._plans.remember(key, plan)  # bounded: see decode.memo
         return plan
 
     def _take(self, timestamp: float, outputs: tuple[tuple[str, int, int], ...], values: dict) -> bool:

@@ -26,6 +26,7 @@ from cantools.database.namedsignalvalue import NamedSignalValue
 from firmware_agent.collect.records import FrameRecord, SignalGroup, samples_of
 from firmware_agent.decode.catalog import Catalog, is_j1939
 from firmware_agent.decode.compiled import DecodeSkip, FrameDecoder, compile_row
+from firmware_agent.decode.memo import KeyMemo
 from firmware_agent.e2e import profile_for
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2EGuard
 from firmware_agent.sources.base import KernelFilter
@@ -69,7 +70,8 @@ class SampleDecoder:
     signals: a key id must not reach telemetry). `process_records(frames)` gives one `FrameRecord` per
     decoded frame (the live path); `process(frames)` the same as `Sample`s. Counters: `frames`,
     `samples`, `skipped` (no database knows the frame, no campaign wants its message, or it is an
-    error/remote frame), and the decode skips by reason under `decode_*`.
+    error/remote frame), `frames_uncached` (frames of keys beyond the plan table's bound, `decode.memo`),
+    and the decode skips by reason under `decode_*`.
     """
 
     def __init__(
@@ -87,7 +89,7 @@ class SampleDecoder:
         self.checker = checker
         self.counts: Counter[str] = Counter(dict.fromkeys(("frames", "skipped", "samples"), 0))
         self._frame_decoder = FrameDecoder(catalog, decode_choices=True)
-        self._plans: dict[tuple[object, int, bool], _Plan | None] = {}
+        self._plans: KeyMemo[tuple[object, int, bool], _Plan | None] = KeyMemo()
         self._groups: dict[tuple[str, ...], SignalGroup] = {}
         self._rows: dict[int, tuple[Callable[[bytes | bytearray], Any], SignalGroup]] = {}
 
@@ -130,7 +132,8 @@ class SampleDecoder:
                         group = self.group(tuple(name for _, name, _ in outputs))
                         row = self._rows[id(message)] = (function, group)
                     plan = _Plan(row[0], guard, row[1], outputs)
-        self._plans[(channel, frame_id, is_extended)] = plan
+        if not self._plans.remember((channel, frame_id, is_extended), plan):
+            self.counts["frames_uncached"] += 1  # the table is full: see decode.memo
         return plan
 
     def process_records(self, frames: list[can.Message]) -> list[FrameRecord]:

@@ -37,6 +37,7 @@ from firmware_agent.identity.registry import IdentityStateError
 from firmware_agent.identity.stage import IdentityStage
 from firmware_agent.pipeline.decoding import SampleDecoder
 from firmware_agent.pipeline.e2e_check import E2EChecker
+from firmware_agent.pipeline.frame_times import FrameTimeGuard
 from firmware_agent.pipeline.hooks import BatchAnnotator, SampleObserver
 from firmware_agent.service.config import AgentConfig
 from firmware_agent.sources import Source, open_source
@@ -106,6 +107,7 @@ class Agent:
         self.vss = VssMap.load(config.vss)
         self.names = SignalNames.from_catalog(self.catalog, self.vss)
         self.frames = FrameQueue(config.reader)
+        self.frame_times = FrameTimeGuard(self._warn)
         self.events = EventBox()
         self.campaign_updates = self._campaign_updates()
         self.campaigns: list[Campaign] = self._initial_campaigns()
@@ -250,7 +252,11 @@ class Agent:
         withheld = self.config.identity.private if self.identity is not None else ()
         return SampleDecoder(self.catalog, self.vss, needed_signals(campaigns), self.checker, withheld)
 
-    def _process(self, chunk: list[can.Message]) -> None:
+    def _process(self, chunk: list[can.Message]) -> list[can.Message]:
+        """Run a chunk through the stages; the frames that went in (absurd times refused first)."""
+        chunk = self.frame_times.filter(chunk)
+        if not chunk:
+            return chunk
         if self.identity is not None:
             self.identity.observe_frames(chunk)
         records = self.decoder.process_records(chunk)
@@ -260,6 +266,10 @@ class Agent:
                 for sample in samples:
                     observer.observe(sample)
         self.collector.offer_records(records)
+        return chunk
+
+    def _warn(self, line: str) -> None:
+        print(f"firmware-agent run: warning: {line}", file=self.log)
 
     def _event(self, event: Event) -> None:
         self.collector.add_event(event)
@@ -301,6 +311,7 @@ class Agent:
             counts[f"bus.{bus}.gaps"] = reader.gaps
             counts.update({f"bus.{bus}.{key}": value for key, value in reader.source.counters().items()})
         counts.update({f"decode.{k}": v for k, v in self.decoder.counts.items()})
+        counts["decode.bad_time"] = self.frame_times.refused
         counts.update({f"e2e.{k}": v for k, v in self.checker.counts.items()})
         counts.update({f"collect.{k}": v for k, v in self.collector.counters.items()})
         counts.update({f"outbox.{k}": v for k, v in self.outbox.counters().items()})
@@ -410,9 +421,10 @@ class Agent:
         chunk = self.frames.get(timeout=0.05)
         processed = 0
         while chunk is not None:
-            self._process(chunk)
-            self._last_frame_time = chunk[-1].timestamp
-            self._last_frame_mono = time.monotonic()
+            chunk = self._process(chunk)
+            if chunk:
+                self._last_frame_time = chunk[-1].timestamp
+                self._last_frame_mono = time.monotonic()
             processed += 1
             if processed >= CHUNKS_PER_TURN:
                 break

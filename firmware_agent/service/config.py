@@ -214,6 +214,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from exc
+    except RecursionError:  # tomllib recurses per nested array or table
+        raise ConfigError(f"{path}: TOML nested too deeply") from None
 
 
 def _check_keys(reader: _Reader) -> None:

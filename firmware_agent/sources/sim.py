@@ -19,6 +19,7 @@ from firmware_agent.errors import UserError
 from firmware_agent.sources.base import EndOfSource, Source
 from firmware_agent.sources.pacing import Pacer
 from firmware_agent.sources.spec import SourceSpec
+from firmware_agent.values import MAX_FRAME_TIME
 
 
 class SimSource(Source):
@@ -48,6 +49,12 @@ class SimSource(Source):
         """Refuse an unknown driver, scenario or fault now rather than when the reader starts."""
         from sim import find_persona, find_scenario, parse_fault
 
+        start = self.start if self.start is not None else time.time()
+        if not (0.0 <= self.duration <= MAX_FRAME_TIME and 0.0 <= start <= MAX_FRAME_TIME - self.duration):
+            raise UserError(
+                f"source {self.spec.text!r}: start={start:g} and duration={self.duration:g} must keep the "
+                f"drive between 0 and {MAX_FRAME_TIME:.0f} (2100-01-01) seconds since the epoch"
+            )
         try:
             find_persona(self.options.get("driver", 1))
             find_scenario(self.options.get("scenario", "city"))

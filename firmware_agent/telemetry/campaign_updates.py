@@ -15,6 +15,7 @@ reported as an `Event` of kind `campaign_rejected` with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -83,6 +84,8 @@ def _parse_update(payload: bytes) -> tuple[int, dict[str, Any]]:
             return serial, tomllib.loads(body["toml"])
         except tomllib.TOMLDecodeError as exc:
             raise CampaignRejectedError(f"campaign TOML does not parse: {exc}") from exc
+        except RecursionError:  # tomllib recurses per nested array or table (200,000 deep, issue 12)
+            raise CampaignRejectedError("campaign TOML is nested too deeply") from None
     raise CampaignRejectedError("update carries neither a 'campaign' map nor 'toml' text")
 
 
@@ -110,6 +113,9 @@ class CampaignUpdates:
         self.last_serial = self._load_serial()
         self._lock = threading.Lock()
         self._counters = dict.fromkeys(CAMPAIGN_COUNTERS, 0)
+        # The last message refused for its content: a retained update comes back on every reconnect, and
+        # is then a duplicate rather than one more warning and event each time.
+        self._refused: bytes | None = None
 
     def _load_serial(self) -> int:
         if self._state_file is None or not self._state_file.exists():
@@ -140,6 +146,10 @@ class CampaignUpdates:
         """Verify and apply one message; return the update applied, or None (duplicate or rejected)."""
         with self._lock:
             self._counters["received"] += 1
+            digest = hashlib.sha256(topic.encode() + b"\0" + message).digest()
+            if digest == self._refused:
+                self._counters["duplicates"] += 1
+                return None
             try:
                 update = self._verify(topic, message)
             except (CampaignRejectedError, VerificationError) as exc:
@@ -158,6 +168,9 @@ class CampaignUpdates:
                 return None
             try:
                 self._on_update(update)
+            except UserError as exc:  # the campaign itself is unusable (e.g. a condition nested too deep)
+                self._reject("campaign_rejected", str(exc), topic, message)
+                return None
             except Exception as exc:
                 self._reject("campaign_apply_failed", f"{type(exc).__name__}: {exc}", topic, message)
                 return None
@@ -180,6 +193,8 @@ class CampaignUpdates:
     def _reject(self, kind: str, reason: str, topic: str, message: bytes) -> None:
         key = "apply_failed" if kind == "campaign_apply_failed" else "rejected"
         self._counters[key] += 1
+        if kind == "campaign_rejected":
+            self._refused = hashlib.sha256(topic.encode() + b"\0" + message).digest()
         log.warning("campaign update on %s refused: %s", topic, reason)
         if self._on_event is not None:
             try:

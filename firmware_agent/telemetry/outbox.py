@@ -23,6 +23,15 @@ persisted in `meta` with the change it counts, so they survive restarts and can 
 a count whose own write failed (the disk was full) is kept in memory and written with the next
 transaction that succeeds.
 
+Message size: the broker may limit the size of a packet (MQTT 5 Maximum Packet Size). The uploader passes
+the limit on (`set_message_limit`, persisted in `meta` so that the next start knows it before connecting);
+a batch whose sealed message exceeds it is split before it is stored (`telemetry/sizing.py`: halves by
+time, each with its own `seq`; `split` counts the splits), and a batch stored before the limit was known is
+split when the uploader finds it too large (`refit(seq)`: the first part keeps the batch's `seq`, which was
+never published). What cannot be split and still does not fit is dead-lettered and counted (`oversize`,
+also in `dead_lettered`). `committed` counts sequence numbers given out, so `committed = acknowledged +
+evicted + dead_lettered + pending`.
+
 A batch evicted while the uploader has it in flight (`published(seq)`) may still be delivered: paho holds
 its own copy. It is recorded in `evicted_in_flight` instead of being counted: a later PUBACK counts it as
 acknowledged, and only when the copy is gone for good (the outbox is closed or reopened) does it count as
@@ -43,6 +52,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from firmware_agent.errors import UserError
+from firmware_agent.telemetry.cose import MalformedMessageError, unverified_payload
 from firmware_agent.telemetry.disk import (
     DISK_SHARE,
     PAGE_SIZE,
@@ -52,12 +62,26 @@ from firmware_agent.telemetry.disk import (
     free_space,
     plan_budget,
 )
+from firmware_agent.telemetry.payload import PayloadError, decode_payload
+from firmware_agent.telemetry.sizing import batch_of_payload, split_batch
 from firmware_agent.values import Batch
 
 log = logging.getLogger(__name__)
 
 #: The persisted counters, in report order.
-COUNTERS = ("committed", "acknowledged", "evicted", "evicted_bytes", "dead_lettered", "disk_full", "rejected")
+COUNTERS = (
+    "committed",
+    "acknowledged",
+    "evicted",
+    "evicted_bytes",
+    "dead_lettered",
+    "disk_full",
+    "rejected",
+    "split",
+    "oversize",
+)
+#: `meta` keys that are not counters.
+_META_SETTINGS = ("next_seq", "message_limit")
 #: Dead letters kept for inspection; older ones are dropped first.
 MAX_DEAD_LETTERS = 1000
 #: Smallest useful bound: schema pages plus room for a few batches.
@@ -169,9 +193,9 @@ class Outbox:
         except OSError as exc:
             self._db.close()
             raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from exc
-        self._counters = dict(
-            self._db.execute("SELECT key, value FROM meta WHERE key != 'next_seq'").fetchall()
-        )
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        self._message_limit: int | None = meta.get("message_limit")
+        self._counters = {key: value for key, value in meta.items() if key not in _META_SETTINGS}
         self._settle_evicted_in_flight()
 
     # --- schema, budget and transactions -----------------------------------------------------------
@@ -281,10 +305,24 @@ class Outbox:
     # --- the producer side -------------------------------------------------------------------------
 
     def commit(self, batch: Batch) -> int:
-        """Seal and store `batch` durably; return its sequence number.
+        """Seal and store `batch` durably; return its sequence number (of its first part, when it had to be
+        split to fit the broker's message limit).
 
         Evicts per the module's policy when full; raises `BatchRejectedError` when the batch cannot fit.
         """
+        with self._lock:
+            try:
+                return self._commit_part(batch)
+            except _OversizeError as exc:
+                halves = split_batch(batch)
+                if halves is None:
+                    return self._dead_letter_oversize(batch, exc.size)
+                self._count_outside_transaction(split=1)
+                first = self.commit(halves[0])
+                self.commit(halves[1])
+                return first
+
+    def _commit_part(self, batch: Batch) -> int:
         with self._lock:
             budget = self._replan()
             evictions = 0
@@ -353,6 +391,8 @@ class Outbox:
             seq = self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
             data = self._seal(batch, seq)
             self._last_size = len(data)
+            if self._message_limit is not None and len(data) > self._message_limit:
+                raise _OversizeError(len(data))
             if len(data) > max_batch:
                 raise _TooLargeError(len(data))
             self._db.execute(
@@ -363,6 +403,146 @@ class Outbox:
             self._bump(committed=1)
         self._apply(committed=1)
         return int(seq)
+
+    # --- the broker's message limit ------------------------------------------------------------------
+
+    @property
+    def message_limit(self) -> int | None:
+        """The largest signed message the broker accepts (None: no limit known)."""
+        return self._message_limit
+
+    def set_message_limit(self, limit: int | None) -> None:
+        """Split batches whose signed message exceeds `limit` bytes from now on (None: no limit)."""
+        with self._lock:
+            if limit == self._message_limit:
+                return
+            self._message_limit = limit
+            if limit is None:
+                log.info("outbox: %s: the broker states no message size limit", self.path)
+            else:
+                log.info("outbox: %s: batches above %d bytes are split to fit the broker", self.path, limit)
+            try:
+                with self._transaction():
+                    if limit is None:
+                        self._db.execute("DELETE FROM meta WHERE key = 'message_limit'")
+                    else:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES ('message_limit', ?)", (limit,)
+                        )
+            except sqlite3.OperationalError as exc:
+                if not _is_full(exc):
+                    raise
+                # kept in memory; the uploader sets it again on every connection
+
+    def refit(self, seq: int) -> int:
+        """Split pending batch `seq` if its message exceeds the limit; how many batches now stand for it.
+
+        For batches stored before the limit was known. The parts replace it in one transaction: the first
+        keeps `seq` (never published: the uploader calls this before publishing), the others get new
+        numbers. Parts that cannot fit, or a message that is not a telemetry batch, are dead-lettered.
+        Raises `OutboxFullError` when the disk is too full to store the parts.
+        """
+        with self._lock:
+            try:
+                return int(self._write(functools.partial(self._refit, seq)))
+            except sqlite3.OperationalError as exc:
+                if not _is_full(exc):
+                    raise
+                raise OutboxFullError(f"{self.path}: disk full: cannot split batch {seq}") from exc
+
+    def _refit(self, seq: int) -> int:
+        limit = self._message_limit
+        with self._transaction():
+            row = self._db.execute("SELECT priority, data FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            if row is None or limit is None or len(row[1]) <= limit:
+                return 0 if row is None else 1
+            priority, data = row
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            try:
+                queue = [batch_of_payload(decode_payload(unverified_payload(data)), priority)]
+            except (MalformedMessageError, PayloadError) as exc:
+                self._store_dead_letter(seq, f"{self._oversize_reason(len(data))} ({exc})", data)
+                queue = []
+                stored, splits, oversize = 0, 0, 1
+            else:
+                stored, splits, oversize = self._store_parts(queue, seq, priority, limit)
+            deltas = {"split": splits, "committed": splits, "oversize": oversize, "dead_lettered": oversize}
+            self._bump(**deltas)
+        self._apply(**deltas)
+        if oversize:
+            log.warning(
+                "outbox: %s: batch %d: %d part(s) above the broker's limit of %d bytes dead-lettered",
+                self.path,
+                seq,
+                oversize,
+                limit,
+            )
+        return stored
+
+    def _store_parts(self, queue: list[Batch], seq: int, priority: int, limit: int) -> tuple[int, int, int]:
+        """Seal and store `queue`'s batches, halving what does not fit; the first keeps `seq`. Inside the
+        caller's transaction. Returns (stored, splits, dead-lettered)."""
+        next_seq = self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
+        number: int | None = seq
+        stored = splits = oversize = 0
+        while queue:
+            part = queue.pop(0)
+            if number is None:
+                number = next_seq
+                next_seq += 1
+            sealed = self._seal(part, number)
+            if len(sealed) > limit:
+                halves = split_batch(part)
+                if halves is not None:
+                    splits += 1
+                    queue[0:0] = halves
+                    continue  # `number` is still free: the first half takes it
+                self._store_dead_letter(number, self._oversize_reason(len(sealed)), sealed)
+                oversize += 1
+            else:
+                self._db.execute(
+                    "INSERT INTO outbox (seq, priority, created, data) VALUES (?, ?, ?, ?)",
+                    (number, priority, time.time(), sealed),
+                )
+                stored += 1
+            number = None
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
+        return stored, splits, oversize
+
+    def _oversize_reason(self, size: int) -> str:
+        limit = self._message_limit
+        return f"oversize: {size} bytes, above the broker's limit of {limit}, and cannot be split"
+
+    def _store_dead_letter(self, seq: int, reason: str, data: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO dead_letter (seq, reason, failed, data) VALUES (?, ?, ?, ?)",
+            (seq, reason, time.time(), data),
+        )
+        self._prune_dead_letters()
+
+    def _prune_dead_letters(self) -> None:
+        self._db.execute(
+            "DELETE FROM dead_letter WHERE seq NOT IN "
+            "(SELECT seq FROM dead_letter ORDER BY seq DESC LIMIT ?)",
+            (MAX_DEAD_LETTERS,),
+        )
+
+    def _dead_letter_oversize(self, batch: Batch, size: int) -> int:
+        """A batch (part) that cannot be split and does not fit the broker: dead-lettered, counted, logged."""
+
+        def store() -> int:
+            with self._transaction():
+                seq = self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
+                data = self._seal(batch, seq)
+                self._store_dead_letter(seq, self._oversize_reason(len(data)), data)
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
+                self._bump(committed=1, dead_lettered=1, oversize=1)
+            self._apply(committed=1, dead_lettered=1, oversize=1)
+            return int(seq)
+
+        seq = self._write(store)
+        log.warning("outbox: %s: batch %d dead-lettered: %s", self.path, seq, self._oversize_reason(size))
+        return seq
 
     def _evict(self, needed: int, priority: int) -> bool:
         """Delete rows worth at least `needed` bytes that `priority` may displace; False if none could go."""
@@ -492,11 +672,7 @@ class Outbox:
                 ).rowcount
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
                 late = self._db.execute("DELETE FROM evicted_in_flight WHERE seq = ?", (seq,)).rowcount
-                self._db.execute(
-                    "DELETE FROM dead_letter WHERE seq NOT IN "
-                    "(SELECT seq FROM dead_letter ORDER BY seq DESC LIMIT ?)",
-                    (MAX_DEAD_LETTERS,),
-                )
+                self._prune_dead_letters()
                 self._bump(dead_lettered=moved + late)
             self._apply(dead_lettered=moved + late)
             self._in_flight.discard(seq)
@@ -565,6 +741,14 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _OversizeError(Exception):
+    """Raised inside the commit transaction (rolling it back): the sealed batch exceeds the message limit."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"batch of {size} bytes")
+        self.size = size
 
 
 class _TooLargeError(Exception):

@@ -14,7 +14,8 @@ class BatchSealer:
     """`seal(batch, seq) -> bytes`: encode the payload and sign it for the vehicle's telemetry topic.
 
     `counters`, when given, is called on every seal and its result rides in the payload's `counters` map
-    (e.g. the outbox's and the uploader's counters, so that the backend sees losses).
+    (e.g. the outbox's and the uploader's counters, so that the backend sees losses), unless the batch
+    brings its own (`Batch.counters`: a batch split after sealing keeps the counters it was sealed with).
     """
 
     def __init__(
@@ -30,5 +31,8 @@ class BatchSealer:
 
     def __call__(self, batch: Batch, seq: int) -> bytes:
         """The COSE_Sign1 message of `batch` as number `seq`, signed for this vehicle's topic."""
-        counters = self._counters() if self._counters else None
+        if batch.counters is not None:
+            counters: Mapping[str, int] | None = batch.counters
+        else:
+            counters = self._counters() if self._counters else None
         return self._signer.sign(encode_payload(batch, self.vehicle_id, seq, counters), self.topic)

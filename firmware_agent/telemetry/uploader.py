@@ -13,6 +13,11 @@ unacknowledged ones itself (DUP flag) and reconnects with exponential backoff (`
 `reconnect_max_delay`); the worker then continues after the last sequence number it handed over. PUBACK
 reason codes >= 0x80 (e.g. 0x87 Not authorized) are final: the batch is dead-lettered, never retried.
 
+Message size: the broker's Maximum Packet Size from CONNACK (paho: `properties.MaximumPacketSize`, absent
+when the broker states none) becomes the outbox's message limit before anything is published on that
+connection (`telemetry/sizing.py`), so batches are split to fit instead of being refused with a
+disconnect; a pending batch stored before the limit was known is split (`Outbox.refit`) before it goes out.
+
 Status: `vehicles/{id}/status` carries a retained `online` (birth, sent on every connect) and `offline`
 (the last will, and sent on a clean `stop()`).
 """
@@ -33,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_agent.telemetry.broker import BrokerConfig, make_client
 from firmware_agent.telemetry.outbox import Outbox, OutboxFullError
+from firmware_agent.telemetry.sizing import message_limit
 from firmware_agent.telemetry.topics import (
     campaigns_topic,
     status_topic,
@@ -103,6 +109,9 @@ class Uploader:
         self._wake = threading.Event()
         self._stopping = False
         self._inflight_limit = config.max_inflight
+        # (known, limit): the broker's message limit from the last CONNACK, for the worker to apply
+        self._message_limit: tuple[bool, int | None] = (False, None)
+        self._logged_disconnect: str | None = None
         self.last_error: str | None = None
         # Worker-only state.
         self._inflight: dict[int, int] = {}  # paho mid -> seq
@@ -198,6 +207,8 @@ class Uploader:
             receive_maximum = int(getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM))
             # One slot stays free for the status message, which counts against the same window.
             self._inflight_limit = max(1, min(self.config.max_inflight, receive_maximum - 1))
+            maximum = getattr(properties, "MaximumPacketSize", None)
+            self._message_limit = (True, message_limit(int(maximum), self.topic) if maximum else None)
             client.publish(self.status_topic, "online", qos=1, retain=True)
             if self._on_campaign is not None:
                 client.subscribe(self.campaigns_topic, qos=1)
@@ -224,6 +235,9 @@ class Uploader:
             self._connected.clear()
             if reason.is_failure:
                 self.last_error = f"disconnected: {reason}"
+                if self.last_error != self._logged_disconnect:  # one line per kind, not per reconnect
+                    log.warning("uploader: %s (reconnecting)", self.last_error)
+                    self._logged_disconnect = self.last_error
             self._wake.set()
         except Exception:
             self._callback_failed("on_disconnect")
@@ -331,10 +345,19 @@ class Uploader:
             self._count("acknowledged", len(acknowledged))
 
     def _publish_pending(self) -> None:
+        known, limit = self._message_limit
+        if known:
+            self._outbox.set_message_limit(limit)
+        limit = self._outbox.message_limit
         room = self._inflight_limit - len(self._inflight)
         if room <= 0:
             return
         for row in self._outbox.pending(room, after_seq=self._cursor):
+            if limit is not None and len(row.data) > limit:
+                # stored before the limit was known: split now (the parts come back on the next turn)
+                self._outbox.refit(row.seq)
+                self._wake.set()
+                break
             info = self._client.publish(self.topic, row.data, qos=1)
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 self._count("publish_errors")

@@ -8,7 +8,8 @@ Reusable by any integration test (e.g. end-to-end runs of `firmware-agent run`):
   `.restart()`, `.stop()`, `.start()`, `.log()`.
 - `mosquitto_tls`: a started TLS broker (`mqtts://127.0.0.1:PORT`) that requires a client certificate from
   `pki`, takes the username from its CN and applies the per-vehicle ACL `VEHICLE_ACL`.
-- `mosquitto_factory(pki=None, max_inflight=None)`: more brokers with other settings; all stopped at the end.
+- `mosquitto_factory(pki=None, max_inflight=None, persistent=False, max_packet_size=None)`: more brokers
+  with other settings; all stopped at the end.
 - `mosquitto_persistent`: a started plain broker that keeps sessions across `restart()` (persistence on),
   so a backend subscriber with a session misses nothing while the broker is down.
 
@@ -42,13 +43,25 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
-    """`make(pki=None, max_inflight=None, persistent=False)`: a started `Mosquitto`, stopped at teardown."""
+    """`make(pki=None, max_inflight=None, persistent=False, max_packet_size=None)`: a started `Mosquitto`,
+    stopped at teardown."""
     _require_mosquitto()
     brokers: list[Mosquitto] = []
 
-    def make(pki: Pki | None = None, max_inflight: int | None = None, persistent: bool = False) -> Mosquitto:
+    def make(
+        pki: Pki | None = None,
+        max_inflight: int | None = None,
+        persistent: bool = False,
+        max_packet_size: int | None = None,
+    ) -> Mosquitto:
         workdir = tmp_path / f"mosquitto-{len(brokers)}"
-        broker = Mosquitto(workdir, pki=pki, max_inflight=max_inflight, persistent=persistent)
+        broker = Mosquitto(
+            workdir,
+            pki=pki,
+            max_inflight=max_inflight,
+            persistent=persistent,
+            max_packet_size=max_packet_size,
+        )
         brokers.append(broker)
         broker.start()
         return broker

@@ -30,7 +30,8 @@ user {BACKEND_CN}
 topic readwrite vehicles/#
 """
 
-#: The `mosquitto_factory` fixture: `make(pki=None, max_inflight=None, persistent=False) -> Mosquitto`.
+#: The `mosquitto_factory` fixture: `make(pki=None, max_inflight=None, persistent=False,
+#: max_packet_size=None) -> Mosquitto`.
 BrokerFactory = Callable[..., "Mosquitto"]
 
 
@@ -48,10 +49,17 @@ class Mosquitto:
     listens with TLS, requires a client certificate issued by `pki`, takes the username from its CN and
     applies `VEHICLE_ACL`. `max_inflight` sets `max_inflight_messages`, which mosquitto announces to v5
     clients as Receive Maximum. `persistent` keeps sessions and queued messages across `restart()`.
+    `max_packet_size` sets mosquitto's `max_packet_size`, announced to v5 clients as Maximum Packet Size
+    (a larger packet makes the broker close the connection).
     """
 
     def __init__(
-        self, workdir: Path, pki: Pki | None = None, max_inflight: int | None = None, persistent: bool = False
+        self,
+        workdir: Path,
+        pki: Pki | None = None,
+        max_inflight: int | None = None,
+        persistent: bool = False,
+        max_packet_size: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +68,7 @@ class Mosquitto:
         self.host = "127.0.0.1"
         self.log_path = self.workdir / "mosquitto.log"
         self.config_path = self.workdir / "mosquitto.conf"
-        self.config_path.write_text(self._config(max_inflight, persistent))
+        self.config_path.write_text(self._config(max_inflight, persistent, max_packet_size))
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,8 +76,10 @@ class Mosquitto:
         """`mqtt://127.0.0.1:PORT` or `mqtts://127.0.0.1:PORT`."""
         return f"{'mqtts' if self.pki else 'mqtt'}://{self.host}:{self.port}"
 
-    def _config(self, max_inflight: int | None, persistent: bool) -> str:
+    def _config(self, max_inflight: int | None, persistent: bool, max_packet_size: int | None) -> str:
         lines = ["user root", "per_listener_settings false", f"log_dest file {self.log_path}"]
+        if max_packet_size is not None:
+            lines.append(f"max_packet_size {max_packet_size}")
         if persistent:
             lines += ["persistence true", f"persistence_location {self.workdir}/"]
         else:

@@ -26,7 +26,7 @@ from firmware_agent.decode.catalog import Catalog
 from firmware_agent.telemetry.keys import generate_private_key
 from firmware_agent.telemetry.payload import Payload
 from firmware_agent.telemetry.subscriber import Subscriber
-from tests.integration.mosquitto import Mosquitto, backend_broker, vehicle_broker
+from tests.integration.mosquitto import BrokerFactory, Mosquitto, backend_broker, vehicle_broker
 from tests.integration.pki import Pki
 from tests.integration.telemetry_helpers import pycose_verify
 
@@ -133,6 +133,42 @@ def test_rav4_capture_end_to_end(
     assert last.counters[f"bus.{rav4_capture.name}.frames_dropped"] == 0
     # The health file the agent keeps for operators.
     assert '"outbox_pending": 0' in (tmp_path / "state" / "health.json").read_text()
+
+
+def test_rav4_to_a_broker_with_a_64kib_packet_limit_delivers_every_sample(
+    mosquitto_factory: BrokerFactory,
+    tmp_path: Path,
+    key: tuple[Path, Ed25519PrivateKey],
+    rav4_capture: Path,
+    rav4_dbc_specs: list[str],
+    rav4_expected: Series,
+) -> None:
+    """Issue 12: 1 s batches of every RAV4 signal (~80 KB signed), `max_packet_size 65536`: 0 of 54 came."""
+    broker = mosquitto_factory(max_packet_size=65536)
+    key_path, private = key
+    command = agent_command(
+        broker.url, key_path, tmp_path / "state", f"replay:{rav4_capture}", rav4_dbc_specs, "--exit-at-end"
+    )
+    with Subscriber(backend_broker(broker), ["vehicles/+/telemetry"]) as subscriber:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+        messages = []
+        while (item := subscriber.get(2.0)) is not None:
+            messages.append(item)
+    assert "Traceback" not in done.stderr
+    payloads = [pycose_verify(message, topic, private) for topic, message in messages]
+    assert max(len(message) for _, message in messages) <= 65536 - 10 - len(messages[0][0])
+    assert sorted(p.seq for p in payloads) == list(range(len(payloads))), "every batch once, no gap"
+    got = series_of(payloads)
+    assert got == rav4_expected, "every sample delivered, exactly as cantools decodes it"
+    last = max(payloads, key=lambda p: p.seq)
+    assert last.counters is not None
+    assert last.counters["outbox.split"] > 0 and last.counters["outbox.oversize"] == 0
+    assert last.counters["outbox.dead_lettered"] == 0 and last.counters["uploader.disconnects"] == 0
+    print(
+        f"64 KiB packets: {len(payloads)} messages (largest {max(len(m) for _, m in messages)} bytes), "
+        f"{last.counters['outbox.split']} splits, {sum(p.sample_count() for p in payloads)} samples"
+    )
 
 
 def test_broker_restart_mid_run_loses_nothing(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from firmware_agent.telemetry.broker import make_client
 from firmware_agent.telemetry.subscriber import Subscriber
+from firmware_agent.values import Batch, Sample
 from tests.integration.mosquitto import BrokerFactory, Mosquitto, backend_broker, vehicle_broker
 from tests.integration.telemetry_helpers import make_vehicle, pycose_verify
 
@@ -153,3 +154,37 @@ def test_acknowledgement_the_outbox_cannot_record_yet_is_retried(
     assert vehicle.outbox.pending_count() == 0
     assert vehicle.uploader.counters()["acknowledged"] == 2
     vehicle.uploader.stop(timeout=5)
+
+
+def test_batches_are_sized_to_the_brokers_maximum_packet_size(
+    tmp_path: Path, mosquitto_factory: BrokerFactory
+) -> None:
+    """Batches stored before the first CONNACK are split once the limit is known; later ones before they
+    are stored; one that cannot be split is dead-lettered and counted. Nothing loops, everything arrives."""
+    broker = mosquitto_factory(max_packet_size=8192)
+    vehicle = make_vehicle(tmp_path, "veh-0001", vehicle_broker(broker, "veh-0001"))
+    early = vehicle.commit(3, samples=2000)  # ~20 KB each, the limit unknown yet
+    huge = Batch()
+    huge.add(Sample(1_785_000_100.0, "Infotainment.Text", "x" * 9000))
+    with Subscriber(backend_broker(broker), ["vehicles/+/telemetry"]) as backend:
+        vehicle.uploader.start()
+        assert vehicle.uploader.wait_connected(10)
+        assert vehicle.uploader.flush(20)
+        assert vehicle.outbox.message_limit is not None and vehicle.outbox.message_limit < 8192
+        late = vehicle.commit(2, samples=2000)
+        vehicle.outbox.commit(huge)
+        vehicle.uploader.notify()
+        assert vehicle.uploader.flush(20)
+        received = []
+        while (item := backend.get(2.0)) is not None:
+            received.append(item)
+        uploader = vehicle.uploader.counters()
+        assert uploader["connects"] == 1 and uploader["disconnects"] == 0, "no connect/disconnect loop"
+        assert vehicle.uploader.stop(timeout=10)
+    payloads = {p.seq: p for p in (pycose_verify(m, t, vehicle.key) for t, m in received)}
+    counters = vehicle.outbox.counters()
+    assert counters["oversize"] == 1 and counters["dead_lettered"] == 1
+    assert len(payloads) == counters["committed"] - 1 == counters["acknowledged"]
+    assert set(early) | set(late) <= set(payloads)
+    assert sum(p.sample_count() for p in payloads.values()) == 5 * 2000, "every sample arrived once"
+    assert max(len(m) for _, m in received) <= vehicle.outbox.message_limit

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import re
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,11 @@ class Capture:
         assert self._batches is not None
         try:
             yield from self._batches
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            # a .gz cut short or corrupted after its head: one line, like a broken head (`_gzip_head`)
+            raise UserError(f"{self.name}: broken gzip file ({exc})") from None
+        except OSError as exc:
+            raise UserError(f"{self.name}: cannot read the capture: {exc.strerror or exc}") from None
         finally:
             self.close()
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from firmware_agent.decode.readers.candump_log import Frame
+from firmware_agent.decode.readers.candump_log import MAX_DATA_BYTES, Frame
 from firmware_agent.decode.readers.frames import FrameBatch
 from firmware_agent.decode.readers.text import LineReader
 from firmware_agent.errors import UserError
@@ -48,6 +48,8 @@ def parse_line(line: bytes, now: float) -> Frame | None:
         data = bytes.fromhex(hex_part.group(0).decode("ascii")) if hex_part else b""
         if len(data) != length:
             raise ValueError(f"[{length}] but {len(data)} data bytes")
+        if length > MAX_DATA_BYTES:
+            raise ValueError(f"{length} data bytes, more than a CAN frame's {MAX_DATA_BYTES}")
     stamp = match["time"]
     return Frame(
         timestamp=float(stamp) if stamp else now,

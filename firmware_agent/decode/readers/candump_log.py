@@ -23,6 +23,9 @@ from firmware_agent.errors import UserError
 _CAN_ERR_FLAG = 0x20000000
 _CAN_ERR_BUSERROR = 0x80
 _CANFD_BRS = 0x01
+#: Data bytes of the longest frame (CAN FD); a longer line is malformed, not a frame (a 32 KB line
+#: overflowed the decoder's row arrays, issue 12).
+MAX_DATA_BYTES = 64
 
 _HEX = np.full(256, 255, np.uint8)
 for _value, _char in enumerate(b"0123456789abcdef"):
@@ -77,6 +80,8 @@ def parse_line(line: bytes) -> Frame | None:
     else:
         if len(payload) % 2:
             raise ValueError("odd number of hex digits")
+        if len(payload) > 2 * MAX_DATA_BYTES:
+            raise ValueError(f"{len(payload) // 2} data bytes, more than a CAN frame's {MAX_DATA_BYTES}")
         data = bytes.fromhex(payload.decode("ascii"))
     is_error = bool(arbitration_id & _CAN_ERR_FLAG and arbitration_id & _CAN_ERR_BUSERROR)
     return Frame(
