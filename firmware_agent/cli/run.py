@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -44,6 +43,18 @@ def add_subparser(subparsers: Any) -> None:
     parser.add_argument("--signing-key", metavar="PEM", help="Ed25519 PKCS#8 PEM file, or a keyring folder")
     parser.add_argument("--state-dir", metavar="DIR", help="where the outbox and health file live")
     parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="log events at this level and above on stderr (default info; never one line per frame)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (journald adds time and unit) or json, one object per line for log shippers",
+    )
+    parser.add_argument(
         "--exit-at-end",
         action="store_true",
         help="with replay/sim sources: exit 0 once the data is read and every batch is acknowledged",
@@ -67,28 +78,29 @@ def _do_run(args: argparse.Namespace) -> int:
         sys.modules.setdefault("asammdf", None)  # type: ignore[arg-type]
     from firmware_agent.service.agent import Agent
     from firmware_agent.service.config import Overrides, load_config
+    from firmware_agent.service.lifecycle import ServiceLink, ensure_signing_key
+    from firmware_agent.service.logs import setup_logging
+    from firmware_agent.service.notify import Notifier
 
-    config = load_config(
-        args.config,
-        Overrides(
-            sources=args.source,
-            dbc=args.dbc,
-            collect=args.collect,
-            broker=args.broker,
-            vehicle_id=args.vehicle_id,
-            signing_key=args.signing_key,
-            state_dir=args.state_dir,
-            exit_at_end=args.exit_at_end,
-        ),
+    setup_logging(args.log_level, args.log_format)
+    notifier = Notifier.from_environment()
+    overrides = Overrides(
+        sources=args.source,
+        dbc=args.dbc,
+        collect=args.collect,
+        broker=args.broker,
+        vehicle_id=args.vehicle_id,
+        signing_key=args.signing_key,
+        state_dir=args.state_dir,
+        exit_at_end=args.exit_at_end,
     )
-    agent = Agent(config)
+    config = load_config(args.config, overrides)
+    ensure_signing_key(config)
+    link = ServiceLink(notifier, args.config, overrides)
+    agent = Agent(config, on_ready=link.on_ready, on_heartbeat=link.on_heartbeat)
+    link.attach(agent)
     stop = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    link.install_signals(stop)
     status = agent.run(stop)
     print(_run_summary(agent), file=sys.stderr)
     return status

@@ -40,6 +40,7 @@ from firmware_agent.pipeline.e2e_check import E2EChecker
 from firmware_agent.pipeline.frame_times import FrameTimeGuard
 from firmware_agent.pipeline.hooks import BatchAnnotator, SampleObserver
 from firmware_agent.service.config import AgentConfig
+from firmware_agent.service.status import health_details
 from firmware_agent.sources import Source, open_source
 from firmware_agent.sources.reader import EventBox, FrameQueue, SourceReader
 from firmware_agent.telemetry.broker import BrokerConfig
@@ -162,6 +163,7 @@ class Agent:
         self._next_poll = 0.0
         self._dropped_at_last_health = 0
         self.started = time.time()
+        self.stopped = False  # set for the last health summary of a clean stop
 
     def _identity_stage(self) -> IdentityStage | None:
         """The identity stage; off (one line on the log) when its saved state cannot be read."""
@@ -237,12 +239,17 @@ class Agent:
         if pending is None:
             return
         serial, campaigns = pending
+        self.install_campaigns(campaigns, {"serial": serial})
+
+    def install_campaigns(self, campaigns: list[Campaign], detail: Mapping[str, Any]) -> None:
+        """Pipeline thread: swap the campaigns in (open batches are flushed into the ready queue, so no
+        buffered sample is lost) and report a `campaign_applied` event with `detail` and their names."""
         self.campaigns = campaigns
         self.collector.replace_campaigns(campaigns)
         counts = self.decoder.counts
         self.decoder = self._sample_decoder(campaigns)
         self.decoder.counts = counts
-        detail = {"serial": serial, "campaigns": [campaign.name for campaign in campaigns]}
+        detail = {**detail, "campaigns": [campaign.name for campaign in campaigns]}
         self.collector.add_event(Event(timestamp=self.now(), kind="campaign_applied", detail=detail))
 
     # --- stages ------------------------------------------------------------------------------------
@@ -357,8 +364,8 @@ class Agent:
         )
         self._dropped_at_last_health = dropped
         reasons = [self.outbox.condition] if self.outbox.condition else []
-        return {
-            "status": "degraded" if degraded or reasons else "ok",
+        summary = {
+            "status": "stopped" if self.stopped else "degraded" if degraded or reasons else "ok",
             "reasons": reasons,
             "vehicle_id": self.config.vehicle_id,
             "uptime_s": round(time.time() - self.started, 1),
@@ -367,12 +374,15 @@ class Agent:
             "outbox_pending": self.outbox.pending_count(),
             "batches_committed": self.batches_committed,
         }
+        summary.update(health_details(self))
+        return summary
 
     def _heartbeat(self) -> None:
         summary = self.health()
         tmp = self.config.health_path.with_suffix(".tmp")
         try:
             tmp.write_text(json.dumps(summary, sort_keys=True) + "\n")
+            tmp.chmod(0o644)  # no secrets in it; monitoring checks need not run as the service's user
             os.replace(tmp, self.config.health_path)
         except OSError:
             # A full disk must not stop the agent: the outbox has its own policy for that.
@@ -465,5 +475,6 @@ class Agent:
             while not stop.is_set() and self.outbox.pending_count() > 0:
                 self.uploader.flush(timeout=0.5)
         self.uploader.stop(timeout=self.config.shutdown_timeout)
+        self.stopped = True
         self._heartbeat()
         self.outbox.close()

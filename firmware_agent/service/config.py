@@ -74,6 +74,8 @@ class AgentConfig:
     shutdown_timeout: float = 10.0
     exit_at_end: bool = False
     origin: str = _COMMAND_LINE
+    #: Where `health.json` goes: systemd's `$RUNTIME_DIRECTORY` (RAM), else the state directory.
+    runtime_dir: Path | None = None
 
     @property
     def outbox_path(self) -> Path:
@@ -92,8 +94,8 @@ class AgentConfig:
 
     @property
     def health_path(self) -> Path:
-        """The health summary the agent rewrites on every heartbeat."""
-        return self.state_dir / "health.json"
+        """The health summary the agent rewrites on every heartbeat (in RAM under systemd)."""
+        return (self.runtime_dir or self.state_dir) / "health.json"
 
 
 @dataclass
@@ -331,6 +333,9 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         shutdown_timeout=file.number("pipeline.shutdown_timeout", 10.0, 0.0),
         exit_at_end=overrides.exit_at_end,
         origin=origin,
+        runtime_dir=Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
+        if os.environ.get("RUNTIME_DIRECTORY")
+        else None,
     )
 
 

@@ -145,6 +145,12 @@ class SourceReader:
         """True while the bus is lost (from the error until the first frame after it)."""
         return self._gap is not None
 
+    @property
+    def gap_reason(self) -> str | None:
+        """Why the bus is lost (the error, one line), while it is."""
+        gap = self._gap
+        return gap[1] if gap is not None else None
+
     def start(self) -> None:
         """Start reading."""
         self._thread.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import can
 
-from firmware_agent.sources.base import BusSource
+from firmware_agent.sources.base import BusSource, KernelFilter
 from firmware_agent.sources.spec import SourceSpec
 
 #: The kernel refuses more filters than this per socket (`CAN_RAW_FILTER_MAX`); beyond it, take all frames.
@@ -41,6 +41,15 @@ class SocketcanSource(BusSource):
         except (OSError, ValueError):
             return False
         return bool(flags & _IFF_UP)
+
+    def set_kernel_filters(self, filters: list[KernelFilter] | None) -> None:
+        """Change the filters, also on the open socket (a reload whose campaigns want other messages)."""
+        self.kernel_filters = filters
+        bus = self._bus
+        if bus is not None:
+            if filters is not None and len(filters) > MAX_KERNEL_FILTERS:
+                filters = None
+            bus.set_filters(list(filters) if filters is not None else None)  # type: ignore[arg-type]
 
     def create_bus(self) -> can.BusABC:
         """Bind a raw CAN socket to the interface with the kernel filters."""

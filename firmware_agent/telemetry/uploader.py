@@ -19,16 +19,18 @@ connection (`telemetry/sizing.py`), so batches are split to fit instead of being
 disconnect; a pending batch stored before the limit was known is split (`Outbox.refit`) before it goes out.
 
 Status: `vehicles/{id}/status` carries a retained `online` (birth, sent on every connect) and `offline`
-(the last will, and sent on a clean `stop()`).
+(the last will, and sent on a clean `stop()`). Once `set_status(summary)` was called, the first line stays
+`online`/`offline` and the summary follows as JSON on the second line (`docs/telemetry-format.md`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +115,7 @@ class Uploader:
         self._message_limit: tuple[bool, int | None] = (False, None)
         self._logged_disconnect: str | None = None
         self.last_error: str | None = None
+        self._status_summary: str | None = None  # JSON, the second line of status messages
         # Worker-only state.
         self._inflight: dict[int, int] = {}  # paho mid -> seq
         self._cursor = -1  # highest seq handed to paho
@@ -177,13 +180,24 @@ class Uploader:
         if self._worker.is_alive():
             self._worker.join()
         if self._connected.is_set():
-            info = self._client.publish(self.status_topic, "offline", qos=1, retain=True)
+            info = self._client.publish(
+                self.status_topic, self._status_payload("offline"), qos=1, retain=True
+            )
             # If the connection went away meanwhile, the last will says offline instead.
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=1.0)
         self._client.disconnect()
         self._client.loop_stop()
         return flushed
+
+    def set_status(self, summary: Mapping[str, Any]) -> None:
+        """Publish `online` + `summary` retained now (when connected); later status messages carry it too."""
+        self._status_summary = json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str)
+        if self._connected.is_set() and not self._stopping:
+            self._client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+
+    def _status_payload(self, state: str) -> str:
+        return state if self._status_summary is None else f"{state}\n{self._status_summary}"
 
     def counters(self) -> dict[str, int]:
         """Connection and publishing counters (see `UPLOADER_COUNTERS`), since `start()`."""
@@ -209,7 +223,7 @@ class Uploader:
             self._inflight_limit = max(1, min(self.config.max_inflight, receive_maximum - 1))
             maximum = getattr(properties, "MaximumPacketSize", None)
             self._message_limit = (True, message_limit(int(maximum), self.topic) if maximum else None)
-            client.publish(self.status_topic, "online", qos=1, retain=True)
+            client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
             if self._on_campaign is not None:
                 client.subscribe(self.campaigns_topic, qos=1)
             self.last_error = None
