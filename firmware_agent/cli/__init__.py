@@ -16,7 +16,16 @@ from firmware_agent import __version__
 from firmware_agent.errors import UserError
 
 #: Subcommand modules under `firmware_agent.cli`, in the order `--help` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("decode", "sim", "run", "keys", "verify", "profile")
+SUBCOMMANDS: tuple[str, ...] = (
+    "decode",
+    "sim",
+    "run",
+    "keys",
+    "verify",
+    "profile",
+    "status",
+    "install_service",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
