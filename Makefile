@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint test-unit test-vcan sysdeps bench clean
+.PHONY: demo test lint test-unit test-vcan test-systemd sysdeps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 sysdeps:
 	@bash .ci/sysdeps.sh
 
-## lint: ruff check, ruff format --check, mypy on the package
-lint: $(STAMP)
+## lint: ruff check, ruff format --check, mypy on the package; the unit's systemd-analyze security and verify
+lint: $(STAMP) sysdeps
 	$(BIN)/ruff check firmware_agent sim tests bench
 	$(BIN)/ruff format --check firmware_agent sim tests bench
 	$(BIN)/mypy firmware_agent sim
+	bash .ci/check-unit.sh
 
 ## test-unit: the host suite (unit + integration with a real mosquitto); no SocketCAN
 test-unit: $(STAMP) sysdeps
@@ -32,8 +33,13 @@ test-unit: $(STAMP) sysdeps
 test-vcan: $(STAMP) sysdeps
 	bash .ci/vm/run.sh tests/vm $(VM_PYTEST_ARGS)
 
-## test: everything CI runs: lint, the host suite, then the SocketCAN suite inside the QEMU VM
-test: lint test-unit test-vcan
+## test-systemd: the service under a real systemd: a QEMU VM booting a debootstrapped Debian (cached in
+## .cache/systemd-vm/) on test-vcan's kernel; pytest -m systemd tests/systemd. See docs/vm-tests.md.
+test-systemd: $(STAMP) sysdeps
+	bash .ci/systemd-vm/run.sh tests/systemd $(SYSTEMD_PYTEST_ARGS)
+
+## test: everything CI runs: lint, the host suite, then the SocketCAN and systemd suites in QEMU VMs
+test: lint test-unit test-vcan test-systemd
 
 ## demo: simulate a drive, decode it, run the agent on it against a local mosquitto, verify what arrived
 demo: $(STAMP) sysdeps
