@@ -10,7 +10,8 @@ Applied live, on the pipeline thread (so no stage needs a lock):
   ID filters of socketcan sources follow the new campaigns;
 - `pipeline.stats_interval`, `pipeline.heartbeat_interval`, `pipeline.shutdown_timeout`.
 
-Everything else (sources, DBCs, broker, vehicle id, keys, state directory, outbox and queue bounds) would
+Everything else (sources, DBCs, broker, vehicle id, keys, state directory, outbox and queue bounds, the
+`[identity]` section) would
 mean new connections or a new outbox: a change there is logged as needing a restart and not applied, and
 the rest of the reload goes ahead. The outbox is never touched by a reload.
 """
@@ -48,6 +49,7 @@ RESTART_FIELDS = (
     "outbox_max_bytes",
     "e2e",
     "reader",
+    "identity",
 )
 
 
@@ -100,6 +102,9 @@ def reload_agent(agent: Agent, path: Path | None, overrides: Overrides) -> Reloa
 def _update_kernel_filters(agent: Agent) -> None:
     """Socketcan sources pass exactly what the new campaigns want (all DBC messages with updates on)."""
     wanted = None if agent.campaign_updates is not None else needed_signals(agent.campaigns)
+    identity = getattr(agent, "identity", None)
+    if wanted is not None and identity is not None:  # the identity stage reads its own signals too
+        wanted = wanted | identity.sampler.signal_keys()
     filters = SampleDecoder(agent.catalog, agent.vss, wanted, agent.checker)
     for reader in agent.readers:
         source = reader.source

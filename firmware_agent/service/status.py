@@ -77,6 +77,7 @@ def health_details(agent: Agent) -> dict[str, Any]:
         "outbox_evicted": counts.get("outbox.evicted", 0),
         "campaigns": [campaign.name for campaign in agent.campaigns],
         "campaign_serial": serial,
+        "driver": agent.collector.driver,  # what the identity stage reports (None without it)
         "degraded_because": reasons,
     }
 
