@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -227,15 +228,21 @@ class ServiceLink:
             self._campaign_counts = counts
 
 
-def ensure_signing_key(config: AgentConfig) -> None:
-    """First start: create the signing key when it is the default one in the state directory and missing.
+def ensure_signing_key(config: AgentConfig, environ: Mapping[str, str] | None = None) -> None:
+    """First start of the service: create the signing key when it is the default one in systemd's
+    `StateDirectory=` and missing.
 
-    Its public half goes next to it (`signing-key.pub.pem`) and into the log, for the backend. A key
-    configured elsewhere (`signing_key`, `--signing-key`) is never created: a missing one is an error.
+    Its public half goes next to it (`signing-key.pub.pem`) and into the log, for the backend. Only under
+    systemd (`$STATE_DIRECTORY` is the state directory): run by hand, a missing key stays an error that
+    names `keys generate`, and a key configured elsewhere (`signing_key`, `--signing-key`) is never created.
     """
     from firmware_agent.telemetry.keys import generate_private_key, kid_of, public_key_pem
 
+    env = os.environ if environ is None else environ
     path = config.signing_key
+    service_state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if not service_state or config.state_dir != Path(service_state):
+        return
     if path != config.state_dir / DEFAULT_SIGNING_KEY_NAME or path.exists():
         return
     try:

@@ -20,7 +20,7 @@ def _error(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if "error" in line]
 
 
-def test_first_start_creates_the_default_key_once_and_logs_its_public_half(
+def test_first_service_start_creates_the_default_key_once_and_logs_its_public_half(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = load_config(
@@ -29,12 +29,14 @@ def test_first_start_creates_the_default_key_once_and_logs_its_public_half(
             sources=["virtual:x"], broker="mqtt://h", vehicle_id="v1", state_dir=str(tmp_path / "state")
         ),
     )
-    ensure_signing_key(config)
+    ensure_signing_key(config, {})  # run by hand: never made up
+    assert not (tmp_path / "state" / "signing-key.pem").exists()
+    ensure_signing_key(config, {"STATE_DIRECTORY": str(tmp_path / "state")})  # systemd's StateDirectory=
     key = load_private_key(tmp_path / "state" / "signing-key.pem")
     assert (tmp_path / "state" / "signing-key.pem").stat().st_mode & 0o077 == 0
     assert "BEGIN PUBLIC KEY" in (tmp_path / "state" / "signing-key.pub.pem").read_text()
     assert any("first start: new signing key" in r.getMessage() for r in caplog.records)
-    ensure_signing_key(config)  # never replaced
+    ensure_signing_key(config, {"STATE_DIRECTORY": str(tmp_path / "state")})  # never replaced
     assert (
         load_private_key(tmp_path / "state" / "signing-key.pem").private_bytes_raw()
         == key.private_bytes_raw()

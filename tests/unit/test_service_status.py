@@ -17,7 +17,10 @@ from firmware_agent.telemetry.keys import generate_private_key
 
 
 def _health(folder: Path, **fields: object) -> None:
+    """A health.json in `folder`; a negative `updated` is that many seconds before now."""
     folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(fields.get("updated"), int | float) and float(fields["updated"]) < 0:  # type: ignore[arg-type]
+        fields["updated"] = time.time() + float(fields["updated"])  # type: ignore[arg-type]
     document = {
         "status": "ok",
         "vehicle_id": "v1",
@@ -46,7 +49,7 @@ def _health(folder: Path, **fields: object) -> None:
             "firmware-agent: degraded (broker not connected (connection refused: Not authorized))",
         ),
         ({"status": "stopped"}, 3, "firmware-agent: stopped (stopped cleanly)"),
-        ({"updated": time.time() - 60}, 3, "firmware-agent: stale (health.json not updated for 60 s"),
+        ({"updated": -60}, 3, "firmware-agent: stale (health.json not updated for 60 s"),  # 60 s ago
     ],
 )
 def test_exit_status_follows_the_health_file(
@@ -73,7 +76,7 @@ def test_no_health_file_means_not_running(tmp_path: Path, capsys: pytest.Capture
 def test_the_runtime_directory_wins_over_the_state_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _health(tmp_path / "state", status="stopped", updated=time.time() - 3600)
+    _health(tmp_path / "state", status="stopped", updated=-3600)
     _health(tmp_path / "run", state_dir=str(tmp_path / "state"))  # newer, the same agent
     _health(tmp_path / "other", state_dir="/somewhere/else")
     assert (
