@@ -134,7 +134,7 @@ def read_outbox(state_dir: Path) -> dict[str, Any]:
         return {"exists": False}
     size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
     try:
-        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=2.0)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
     except sqlite3.Error as exc:
         raise UserError(f"{path}: cannot open the outbox read-only: {exc}") from exc
     try:

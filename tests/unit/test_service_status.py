@@ -122,3 +122,16 @@ def test_a_real_agent_writes_what_status_reads_and_says_stopped_after_a_clean_st
     assert report["state"] == "stopped" and report["health_file"] == str(tmp_path / "run" / "health.json")
     assert report["outbox"]["exists"] and report["outbox"]["pending"] == 1  # the final batch, unsent
     assert report["health"]["buses"]["status-test"]["frames_in"] == 0
+
+
+def test_a_relative_state_dir_with_an_outbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from firmware_agent.telemetry.outbox import Outbox
+
+    _health(tmp_path / "state")
+    Outbox(tmp_path / "state" / "outbox.sqlite3", lambda batch, seq: b"x" * 10, 1 << 20).close()
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "--state-dir", "state", "--runtime-dir", "run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outbox"]["exists"] and report["outbox"]["pending"] == 0
