@@ -343,8 +343,9 @@ class Agent:
     def health(self) -> dict[str, Any]:
         """A small summary for operators and the watchdog: status, buses, uplink, backlog.
 
-        `status` is `degraded` while the broker is unreachable, a bus is lost, or frames were dropped since
-        the previous summary; `ok` otherwise.
+        `status` is `degraded` while the broker is unreachable, a bus is lost, frames were dropped since
+        the previous summary, or the outbox reports a condition (a full disk); `ok` otherwise. Why is in
+        `degraded_because` (`service.status.health_details`), one line per reason.
         """
         buses = {
             reader.source.name: {
@@ -362,11 +363,17 @@ class Agent:
             or any(reader.in_gap for reader in self.readers)
             or dropped > self._dropped_at_last_health
         )
+        newly_dropped = dropped - self._dropped_at_last_health
         self._dropped_at_last_health = dropped
-        reasons = [self.outbox.condition] if self.outbox.condition else []
+        details = health_details(self)
+        if newly_dropped > 0:
+            details["degraded_because"].append(f"{newly_dropped:,} frames dropped (pipeline queue full)")
         summary = {
-            "status": "stopped" if self.stopped else "degraded" if degraded or reasons else "ok",
-            "reasons": reasons,
+            "status": "stopped"
+            if self.stopped
+            else "degraded"
+            if degraded or self.outbox.condition
+            else "ok",
             "vehicle_id": self.config.vehicle_id,
             "uptime_s": round(time.time() - self.started, 1),
             "buses": buses,
@@ -374,7 +381,7 @@ class Agent:
             "outbox_pending": self.outbox.pending_count(),
             "batches_committed": self.batches_committed,
         }
-        summary.update(health_details(self))
+        summary.update(details)
         return summary
 
     def _heartbeat(self) -> None:

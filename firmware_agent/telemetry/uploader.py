@@ -250,7 +250,8 @@ class Uploader:
             if reason.is_failure:
                 self.last_error = f"disconnected: {reason}"
                 if self.last_error != self._logged_disconnect:  # one line per kind, not per reconnect
-                    log.warning("uploader: %s (reconnecting)", self.last_error)
+                    # debug: the operator's line comes from service.lifecycle, which sees every change
+                    log.debug("uploader: %s (reconnecting)", self.last_error)
                     self._logged_disconnect = self.last_error
             self._wake.set()
         except Exception:
