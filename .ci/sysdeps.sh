@@ -13,6 +13,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+# the fleet tests, benchmark and demo start a throwaway cluster (tests/integration/postgres.py)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     echo "sysdeps: installing ${need[*]}" >&2
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -25,6 +25,8 @@ SUBCOMMANDS: tuple[str, ...] = (
     "profile",
     "status",
     "install_service",
+    "ingest",
+    "campaign",
 )
 
 

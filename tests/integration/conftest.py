@@ -12,6 +12,7 @@ Reusable by any integration test (e.g. end-to-end runs of `firmware-agent run`):
   with other settings; all stopped at the end.
 - `mosquitto_persistent`: a started plain broker that keeps sessions across `restart()` (persistence on),
   so a backend subscriber with a session misses nothing while the broker is down.
+- `postgres`: a started throwaway PostgreSQL cluster (`tests/integration/postgres.py`); `.uri`, `.restart()`.
 
 Helpers in `tests.integration.mosquitto`: `vehicle_broker(broker, vehicle_id)` and
 `backend_broker(broker)` return the `BrokerConfig` (URL and certificates) for a vehicle or for the
@@ -23,11 +24,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.integration.mosquitto import MOSQUITTO, BrokerFactory, Mosquitto
 from tests.integration.pki import Pki
+
+if TYPE_CHECKING:
+    from tests.integration.postgres import Postgres
 
 
 def _require_mosquitto() -> None:
@@ -87,3 +92,19 @@ def mosquitto_tls(mosquitto_factory: BrokerFactory, pki: Pki) -> Mosquitto:
 def mosquitto_persistent(mosquitto_factory: BrokerFactory) -> Mosquitto:
     """A started plain broker with persistence: subscriptions and queued messages survive `restart()`."""
     return mosquitto_factory(persistent=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    """A started throwaway PostgreSQL cluster (Unix socket only); `.uri` is the `fleet` database."""
+    from tests.integration.mosquitto import free_port
+    from tests.integration.postgres import Postgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL is not installed; `make sysdeps` installs the `postgresql` package")
+    cluster = Postgres(free_port())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
