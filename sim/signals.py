@@ -11,6 +11,36 @@ from sim.physics import VehicleState
 
 Values = dict[str, float]
 
+#: Brake pads of the reference vehicle last this many km from new to worn (front, rear) before the car's own
+#: spread (+-10 %); the pad sensor reports `PadWearLevel` 0..100 % in 0.5 % steps.
+PAD_LIFE_KM = (50_000.0, 80_000.0)
+#: The traction battery loses this many % of capacity per 10,000 km before the car's own spread (+-20 %).
+SOH_LOSS_PER_10K_KM = 2.0
+
+
+class Wear:
+    """Slow wear read from the odometer: what changes from one simulated day to the next.
+
+    `Wear(rng)` draws the car's own spread (pad life, battery ageing) once; `pad_wear(corner, km)` and
+    `state_of_health(km)` are then functions of the odometer only, so drives of one car on later days (a
+    larger `--odometer`) show a realistic trend: +0.1 %/day for pads at 50 km a day.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        front = PAD_LIFE_KM[0] * rng.uniform(0.9, 1.1)
+        rear = PAD_LIFE_KM[1] * rng.uniform(0.9, 1.1)
+        self.pad_life_km = (front, front * rng.uniform(0.98, 1.02), rear, rear * rng.uniform(0.98, 1.02))
+        self.soh_loss_per_km = SOH_LOSS_PER_10K_KM / 10_000 * rng.uniform(0.8, 1.2)
+
+    def pad_wear(self, corner: int, odometer_km: float) -> float:
+        """% worn of the pad at `corner` (FL, FR, RL, RR): pads are replaced when worn through."""
+        life = self.pad_life_km[corner]
+        return 100.0 * (odometer_km % life) / life
+
+    def state_of_health(self, odometer_km: float) -> float:
+        """% of the new battery's capacity left."""
+        return max(70.0, 100.0 - self.soh_loss_per_km * odometer_km)
+
 
 class SignalValues:
     """Maps the simulated state onto DBC signals, message by message (`values(name, index)`)."""
@@ -23,6 +53,7 @@ class SignalValues:
         drive_mode: int,
         odometer_km: float,
         rng: random.Random,
+        wear: Wear | None = None,
     ) -> None:
         self.v = vehicle
         self.c = cabin
@@ -31,6 +62,9 @@ class SignalValues:
         self.odometer_km = odometer_km
         self.key_battery = rng.uniform(55, 100)
         self.worn_pad = rng.randrange(12)  # one car in three has a worn pad somewhere
+        # its own stream: the draws of `rng` (and so every other signal of a seed) stay as they were
+        self.wear = wear or Wear(random.Random(0))
+        self._sensor_noise = random.Random(int(odometer_km * 1000))
         self._rng = rng
         self._by_name: dict[str, Callable[[int], Values]] = {
             "VEHICLE_SPEED": self._vehicle_speed,
@@ -110,7 +144,11 @@ class SignalValues:
             "StateOfCharge": self.v.soc,
             "BatteryCurrent": self.v.battery_current,
             "BatteryVoltage": round(self.v.battery_voltage, 1),
+            "StateOfHealth": self.wear.state_of_health(self._odometer()),
         }
+
+    def _odometer(self) -> float:
+        return self.odometer_km + self.v.distance / 1000.0
 
     # chassis
     def _brake_status(self, _: int) -> Values:
@@ -137,9 +175,13 @@ class SignalValues:
         }
 
     def _brake_wear(self, _: int) -> Values:
-        return {
-            f"PadWear{corner}": int(self.worn_pad == i) for i, corner in enumerate(("FL", "FR", "RL", "RR"))
-        }
+        values: Values = {}
+        odometer = self._odometer()
+        for i, corner in enumerate(("FL", "FR", "RL", "RR")):
+            values[f"PadWear{corner}"] = int(self.worn_pad == i)
+            level = self.wear.pad_wear(i, odometer) + self._sensor_noise.gauss(0.0, 0.4)
+            values[f"PadWearLevel{corner}"] = min(100.0, max(0.0, round(level * 2) / 2))
+        return values
 
     # body
     def _window_status(self, _: int) -> Values:

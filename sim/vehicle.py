@@ -30,7 +30,7 @@ from sim.faults import Fault, FaultInjector, InjectedFault
 from sim.personas import PERSONAS, Persona, find_persona
 from sim.physics import VehicleModel
 from sim.scenarios import Scenario, find_scenario
-from sim.signals import SignalValues
+from sim.signals import SignalValues, Wear
 
 #: Physics and driver tick, s (the fastest cycle time on the vehicle's buses is 10 ms).
 TICK = 0.01
@@ -102,6 +102,7 @@ class Simulation:
         start_time: float = DEFAULT_EPOCH,
         channels: dict[str, str] | None = None,
         hard_brakes: Sequence[float] = (),
+        odometer_km: float | None = None,
     ) -> None:
         self.persona = driver if isinstance(driver, Persona) else find_persona(driver)
         self.scenario = scenario if isinstance(scenario, Scenario) else find_scenario(scenario)
@@ -123,6 +124,9 @@ class Simulation:
         self.channels = {bus: bus for bus in BUS_NAMES} | dict(channels or {})
         self.faults = list(faults)
         self.hard_brakes = sorted(hard_brakes)
+        if odometer_km is not None and not 0.0 <= odometer_km <= 2_000_000.0:
+            raise UserError(f"odometer {odometer_km:g} km: must be 0..2,000,000")
+        self.odometer_km = odometer_km
         self.databases = load_databases()
         self.injected: list[InjectedFault] = []
 
@@ -176,8 +180,11 @@ class Simulation:
             cabin.state,
             key.identity,
             trip.drive_mode,
-            odometer_km=self._stream("odometer").uniform(800, 60000),
+            odometer_km=self.odometer_km
+            if self.odometer_km is not None
+            else self._stream("odometer").uniform(800, 60000),
             rng=self._stream("sensors"),
+            wear=Wear(random.Random(f"{self.seed}/wear")),  # the car's, whoever drives it
         )
         injector = FaultInjector(self.faults, self.databases)
         self.injected = injector.injected

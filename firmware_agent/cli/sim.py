@@ -72,6 +72,13 @@ def add_subparser(subparsers: Any) -> None:
         metavar="EPOCH",
         help="timestamp of simulated second 0 (default: 2026-01-01T00:00:00Z for files, now for buses)",
     )
+    parser.add_argument(
+        "--odometer",
+        type=float,
+        metavar="KM",
+        help="the car's odometer at the start (default: drawn from the seed); the slow wear signals (brake "
+        "pads, battery health) follow it, so a larger value with a later --start-time is a later day",
+    )
     parser.add_argument("--list", action="store_true", help="list personas, scenarios and faults, then exit")
     parser.set_defaults(func=_do_sim)
 
@@ -95,6 +102,8 @@ def _do_sim(args: argparse.Namespace) -> int:
             raise UserError(f"--hard-brake {moment:g}: must be seconds from the start (0 or more)")
     if args.start_time is not None and not math.isfinite(args.start_time):
         raise UserError(f"--start-time {args.start_time:g}: must be a Unix time in seconds")
+    if args.odometer is not None and not (math.isfinite(args.odometer) and args.odometer >= 0):
+        raise UserError(f"--odometer {args.odometer:g}: must be a distance in km (0 or more)")
     if args.out is None and not args.bus:
         raise UserError("give --out FILE or --bus INTERFACE[:CHANNEL] (or --list)")
     persona = _named(find_persona, args.driver, "--driver")
@@ -105,7 +114,16 @@ def _do_sim(args: argparse.Namespace) -> int:
     live = args.out is None
     start_time = args.start_time if args.start_time is not None else (time.time() if live else DEFAULT_EPOCH)
     simulation = Simulation(
-        persona, scenario, args.seed, args.duration, faults, key_owner, start_time, channels, args.hard_brake
+        persona,
+        scenario,
+        args.seed,
+        args.duration,
+        faults,
+        key_owner,
+        start_time,
+        channels,
+        args.hard_brake,
+        odometer_km=args.odometer,
     )
 
     started = time.perf_counter()
