@@ -28,8 +28,9 @@ def add_subparser(subparsers: Any) -> None:
     publish.add_argument("--serial", type=int, required=True, metavar="N", help="update serial (increasing)")
     who = publish.add_mutually_exclusive_group(required=True)
     who.add_argument("--vehicle", action="append", metavar="ID", help="a vehicle (repeatable)")
-    who.add_argument("--all", action="store_true", help="every vehicle with a usable key in the registry "
-                     "(needs --db)")
+    who.add_argument(
+        "--all", action="store_true", help="every vehicle with a usable key in the registry (needs --db)"
+    )
     publish.add_argument("--db", metavar="URI", help="fleet database: records serials; needed by --all")
     publish.add_argument("--ca", metavar="FILE", type=Path, help="CA certificate of the broker (mqtts)")
     publish.add_argument("--cert", metavar="FILE", type=Path, help="client certificate (mqtts)")
@@ -66,6 +67,7 @@ def _do_publish(args: argparse.Namespace) -> int:
         if args.all:
             from firmware_agent.fleet.campaigns import registered_vehicles
 
+            assert conn is not None  # --all without --db was refused above
             vehicles = registered_vehicles(conn)
             if not vehicles:
                 raise UserError("--all: the key registry has no vehicle with a usable key")
@@ -79,7 +81,8 @@ def _do_publish(args: argparse.Namespace) -> int:
                 vehicle, last = next(iter(sorted(stale.items())))
                 raise UserError(
                     f"--serial {args.serial}: {len(stale)} vehicle(s) already got serial {last} or higher "
-                    f"(e.g. {vehicle}); the car would ignore or reject it; use --serial {max(stale.values()) + 1}"
+                    f"(e.g. {vehicle}); the car would ignore or reject it; "
+                    f"use --serial {max(stale.values()) + 1}"
                 )
         result = publish_campaign(broker, key, args.serial, vehicles, text)
         if conn is not None:

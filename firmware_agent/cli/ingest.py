@@ -25,27 +25,60 @@ def add_subparser(subparsers: Any) -> None:
         "subscription, QoS 1, persistent session), verify every batch against the key registry in the "
         "database, store it in one transaction and acknowledge it only after the commit. Messages that fail "
         "go to the quarantine table. Stops on SIGTERM or Ctrl-C after storing what it holds. "
-        "Subcommands: `keys` (the registry), `service-due` (vehicles due for service). Needs the `fleet` extra.",
+        "Subcommands: `keys` (the registry), `service-due` (vehicles due for service). "
+        "Needs the `fleet` extra.",
     )
     _add_db(parser, required=False)
     parser.add_argument("--broker", metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    parser.add_argument("--share", metavar="GROUP", default="fleet-ingest", help="shared subscription group "
-                        "(workers of one group split the traffic; default: %(default)s)")
-    parser.add_argument("--client-id", metavar="ID", help="MQTT client id; the broker keeps its session "
-                        "(default: ingest-HOSTNAME-GROUP); give each worker its own")
-    parser.add_argument("--session-expiry", type=int, default=86400, metavar="S",
-                        help="seconds the broker keeps the session while the worker is away (default: %(default)s)")
-    parser.add_argument("--receive-maximum", type=int, default=1000, metavar="N",
-                        help="unacknowledged messages the broker may send at once (default: %(default)s)")
-    parser.add_argument("--max-group", type=int, default=500, metavar="N",
-                        help="messages stored per transaction at most (default: %(default)s)")
-    parser.add_argument("--retention-days", type=int, metavar="DAYS",
-                        help="set the retention (0 = keep everything; stored in the database for all workers)")
+    parser.add_argument(
+        "--share",
+        metavar="GROUP",
+        default="fleet-ingest",
+        help="shared subscription group (workers of one group split the traffic; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="MQTT client id; the broker keeps its session "
+        "(default: ingest-HOSTNAME-GROUP); give each worker its own",
+    )
+    parser.add_argument(
+        "--session-expiry",
+        type=int,
+        default=86400,
+        metavar="S",
+        help="seconds the broker keeps the session while the worker is away (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="unacknowledged messages the broker may send at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-group",
+        type=int,
+        default=500,
+        metavar="N",
+        help="messages stored per transaction at most (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retention-days",
+        type=int,
+        metavar="DAYS",
+        help="set the retention (0 = keep everything; stored in the database for all workers)",
+    )
     parser.add_argument("--ca", metavar="FILE", type=Path, help="CA certificate of the broker (mqtts)")
     parser.add_argument("--cert", metavar="FILE", type=Path, help="client certificate (mqtts)")
     parser.add_argument("--key", metavar="FILE", type=Path, help="client certificate's private key (mqtts)")
-    parser.add_argument("--stats-every", type=float, default=10.0, metavar="S",
-                        help="log the counters every S seconds (0: only at the end)")
+    parser.add_argument(
+        "--stats-every",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="log the counters every S seconds (0: only at the end)",
+    )
     parser.set_defaults(func=_do_ingest)
 
     commands = parser.add_subparsers(title="subcommands", dest="ingest_command", metavar="SUBCOMMAND")
@@ -70,16 +103,25 @@ def add_subparser(subparsers: Any) -> None:
 
     due = commands.add_parser("service-due", help="vehicles due for service (CSV, or JSON with --json)")
     _add_db(due)
-    due.add_argument("--within", type=int, default=30, metavar="DAYS",
-                     help="also list parts predicted to reach their limit within DAYS (default: %(default)s)")
+    due.add_argument(
+        "--within",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="also list parts predicted to reach their limit within DAYS (default: %(default)s)",
+    )
     due.add_argument("--json", action="store_true", help="a JSON array instead of CSV")
     due.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")
     due.set_defaults(func=_do_service_due)
 
 
 def _add_db(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--db", metavar="URI", required=required,
-                        help="libpq connection URI, e.g. postgresql:///fleet?host=/run/postgresql")
+    parser.add_argument(
+        "--db",
+        metavar="URI",
+        required=required,
+        help="libpq connection URI, e.g. postgresql:///fleet?host=/run/postgresql",
+    )
 
 
 def _timestamp(text: str) -> dt.datetime:

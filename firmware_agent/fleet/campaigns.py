@@ -74,7 +74,7 @@ def publish_campaign(
     text: str,
     timeout: float = 30.0,
 ) -> Published:
-    """Sign `text` for each vehicle's campaigns topic and publish it retained with QoS 1; wait for the acks."""
+    """Sign `text` for each vehicle's campaigns topic, publish it retained (QoS 1), wait for the acks."""
     if serial < 0:
         raise UserError(f"--serial {serial}: must be 0 or more")
     signer = Signer(key)
@@ -102,7 +102,9 @@ def publish_campaign(
         for vehicle, info in zip(vehicles, infos, strict=True):
             info.wait_for_publish(timeout)
             if not info.is_published():
-                raise UserError(f"{broker.url}: the update for {vehicle} was not acknowledged within {timeout} s")
+                raise UserError(
+                    f"{broker.url}: the update for {vehicle} was not acknowledged within {timeout} s"
+                )
     finally:
         client.disconnect()
         client.loop_stop()

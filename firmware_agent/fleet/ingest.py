@@ -15,6 +15,7 @@ once `receive_maximum` messages are unacknowledged, which bounds the worker's me
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import queue
@@ -120,7 +121,10 @@ class KeyRegistry:
             return None
         if record.revoked_at is not None:
             why = f": {record.revoke_reason}" if record.revoke_reason else ""
-            return "revoked_key", f"kid {record.kid.hex()} of {record.vehicle} revoked at {record.revoked_at}{why}"
+            return (
+                "revoked_key",
+                f"kid {record.kid.hex()} of {record.vehicle} revoked at {record.revoked_at}{why}",
+            )
         return "key_not_valid", (
             f"kid {record.kid.hex()} of {record.vehicle} is valid from {record.valid_from} "
             f"until {record.valid_until or 'revoked'}"
@@ -157,7 +161,9 @@ class IngestWorker:
 
     # -- MQTT (paho's network thread: record and hand over only; never raise, never ack)
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
         if reason.is_failure:
             self._error = f"connection refused: {reason}"
             self._ready.set()
@@ -165,7 +171,9 @@ class IngestWorker:
         log.info("connected to %s (session present: %s)", self.broker.url, flags.session_present)
         client.subscribe(self.topic, options=SubscribeOptions(qos=1))
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any) -> None:
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
+    ) -> None:
         refused = [str(r) for r in reasons if r.is_failure]
         if refused:
             self._error = f"subscription to {self.topic} refused: {', '.join(refused)}"
@@ -177,7 +185,9 @@ class IngestWorker:
             self._ready.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._queue.put(_Delivery(message.topic, bytes(message.payload), message.mid, message.qos, time.time()))
+        self._queue.put(
+            _Delivery(message.topic, bytes(message.payload), message.mid, message.qos, time.time())
+        )
 
     def connect(self) -> None:
         """Connect with a persistent session and wait until the shared subscription is granted."""
@@ -275,8 +285,13 @@ class IngestWorker:
                     self._rollback()
                     refused.append(
                         Quarantined(
-                            item.topic, item.message, "store_failed", f"database refused it: {error}",
-                            item.received_at, item.mid, item.qos,
+                            item.topic,
+                            item.message,
+                            "store_failed",
+                            f"database refused it: {error}",
+                            item.received_at,
+                            item.mid,
+                            item.qos,
                         )
                     )
                     continue
@@ -293,10 +308,8 @@ class IngestWorker:
             return total
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(psycopg.Error):
             self.store.conn.rollback()
-        except psycopg.Error:
-            pass
 
     def _with_database(self, stop: threading.Event, action: Callable[[], Any]) -> Any:
         """Run `action`; while the database is unreachable, reconnect with a back-off and run it again."""
@@ -357,8 +370,13 @@ class IngestWorker:
         if problem is not None:
             return self._quarantine(delivery, *problem)
         return Verified(
-            delivery.topic, delivery.message, result.payload, result.kid, delivery.received_at,
-            delivery.mid, delivery.qos,
+            delivery.topic,
+            delivery.message,
+            result.payload,
+            result.kid,
+            delivery.received_at,
+            delivery.mid,
+            delivery.qos,
         )
 
     def _keys_may_reload(self) -> bool:

@@ -166,8 +166,10 @@ WITH fit AS (
 )
 SELECT vehicle, part, signal, limit_value, direction, unit, days, first_day, last_day, last_value, per_day,
        r2,
-       CASE WHEN days >= 2 AND ((direction = 'rising' AND per_day > 0) OR (direction = 'falling' AND per_day < 0))
-            THEN (timestamp '1970-01-01' + make_interval(secs => (limit_value - intercept) / per_day * 86400))::date
+       CASE WHEN days >= 2
+                 AND ((direction = 'rising' AND per_day > 0) OR (direction = 'falling' AND per_day < 0))
+            THEN (timestamp '1970-01-01'
+                  + make_interval(secs => (limit_value - intercept) / per_day * 86400))::date
        END AS predicted_date,
        CASE WHEN direction = 'rising' THEN last_value >= limit_value ELSE last_value <= limit_value END
            AS limit_reached

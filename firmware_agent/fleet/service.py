@@ -50,7 +50,9 @@ class ServiceDue:
     evidence: str
 
 
-def service_due(conn: psycopg.Connection[Any], within_days: int, today: dt.date | None = None) -> list[ServiceDue]:
+def service_due(
+    conn: psycopg.Connection[Any], within_days: int, today: dt.date | None = None
+) -> list[ServiceDue]:
     """Parts whose limit is reached, or predicted to be reached within `within_days` of `today`."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
     horizon = today + dt.timedelta(days=within_days)
@@ -62,15 +64,31 @@ def service_due(conn: psycopg.Connection[Any], within_days: int, today: dt.date 
     ).fetchall()
     conn.commit()
     due = []
-    for (vehicle, part, signal, limit, direction, unit, days, first, last, value, per_day, r2, predicted,
-         reached) in rows:
+    for (
+        vehicle,
+        part,
+        signal,
+        limit,
+        direction,
+        unit,
+        days,
+        first,
+        last,
+        value,
+        per_day,
+        r2,
+        predicted,
+        reached,
+    ) in rows:
         trend = (
             f"{per_day:+.3f} {unit}/day over {days} days ({first:%Y-%m-%d}..{last:%Y-%m-%d}, r² {r2:.2f})"
             if per_day is not None and r2 is not None
             else f"{days} day(s) of data, no trend yet"
         )
         beyond = "above" if direction == "rising" else "below"
-        evidence = f"{signal} {value:.1f} {unit} on {last:%Y-%m-%d} (limit {limit:g} {unit}, due {beyond}); {trend}"
+        evidence = (
+            f"{signal} {value:.1f} {unit} on {last:%Y-%m-%d} (limit {limit:g} {unit}, due {beyond}); {trend}"
+        )
         due.append(
             ServiceDue(
                 vehicle=vehicle,

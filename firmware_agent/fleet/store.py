@@ -9,6 +9,7 @@ Samples go in with binary COPY, one row per (batch, signal) (see `schema`). Idem
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -142,7 +143,7 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
                 f"({len(MIGRATIONS)}); upgrade firmware-agent"
             )
         for number in range(version, len(MIGRATIONS)):
-            cur.execute(MIGRATIONS[number])  # type: ignore[arg-type]  # our own constant SQL
+            cur.execute(MIGRATIONS[number])  # our own constant SQL
             log.info("fleet schema migrated to version %d", number + 1)
         cur.execute(
             "INSERT INTO fleet_meta (name, value) VALUES ('schema_version', %s) "
@@ -184,7 +185,7 @@ def add_key(
     valid_from: dt.datetime | None = None,
     valid_until: dt.datetime | None = None,
 ) -> bytes:
-    """Register `public_key` for `vehicle`; returns its kid. A kid registered for another vehicle is refused."""
+    """Register `public_key` for `vehicle`; returns its kid. A kid of another vehicle is refused."""
     validate_vehicle_id(vehicle)
     kid = kid_of(public_key)
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -221,7 +222,8 @@ def revoke_key(conn: psycopg.Connection[Any], kid_hex: str, reason: str = "") ->
         if len(rows) > 1:
             raise UserError(f"kid prefix {kid_hex} matches {len(rows)} keys; give more digits")
         conn.execute(
-            "UPDATE fleet_keys SET revoked_at = coalesce(revoked_at, now()), revoke_reason = %s WHERE kid = %s",
+            "UPDATE fleet_keys SET revoked_at = coalesce(revoked_at, now()), revoke_reason = %s "
+            "WHERE kid = %s",
             (reason or None, rows[0][0]),
         )
     return str(rows[0][1])
@@ -280,10 +282,8 @@ class FleetStore:
 
     def reconnect(self) -> None:
         """Drop the connection and open a new one (after PostgreSQL restarted); raises while it is down."""
-        try:
+        with contextlib.suppress(psycopg.Error):
             self.conn.close()
-        except psycopg.Error:
-            pass
         self.conn = psycopg.connect(self.uri, connect_timeout=5)
 
     # -- maintenance
@@ -309,7 +309,7 @@ class FleetStore:
             for name in names:
                 day = day_of_partition(name)
                 if day is not None and day < oldest_kept:
-                    self.conn.execute(f"DROP TABLE IF EXISTS {name}")  # type: ignore[arg-type]
+                    self.conn.execute(f"DROP TABLE IF EXISTS {name}")
                     self._partitions.discard(day)
                     dropped += 1
             limit = dt.datetime(oldest_kept.year, oldest_kept.month, oldest_kept.day, tzinfo=_UTC)
@@ -327,7 +327,7 @@ class FleetStore:
             for day in missing:
                 try:
                     with self.conn.transaction():  # a savepoint: another worker may create it at once
-                        self.conn.execute(partition_ddl(day))  # type: ignore[arg-type]
+                        self.conn.execute(partition_ddl(day))
                 except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
                     pass
         self._partitions.update(missing)
@@ -340,11 +340,11 @@ class FleetStore:
             return
         with self.conn.transaction():
             self.conn.execute(
-                f"INSERT INTO {table} (name) SELECT unnest(%s::text[]) ON CONFLICT (name) DO NOTHING",  # type: ignore[arg-type]
+                f"INSERT INTO {table} (name) SELECT unnest(%s::text[]) ON CONFLICT (name) DO NOTHING",
                 (missing,),
             )
             rows = self.conn.execute(
-                f"SELECT name, id FROM {table} WHERE name = ANY(%s)",  # type: ignore[arg-type]
+                f"SELECT name, id FROM {table} WHERE name = ANY(%s)",
                 (missing,),
             ).fetchall()
         cache.update(rows)
@@ -354,10 +354,11 @@ class FleetStore:
     def time_problem(self, payload: Payload, now: float) -> tuple[str, str] | None:
         """`(kind, reason)` when the batch's t0 lies outside what this store accepts, else None."""
         if payload.t0 > now + MAX_FUTURE.total_seconds():
-            return "future_time", f"t0 {payload.t0:.0f} is more than {MAX_FUTURE} ahead of the receiver's clock"
-        oldest = (
-            dt.timedelta(days=self.retention_days) if self.retention_days else MAX_AGE_WITHOUT_RETENTION
-        )
+            return (
+                "future_time",
+                f"t0 {payload.t0:.0f} is more than {MAX_FUTURE} ahead of the receiver's clock",
+            )
+        oldest = dt.timedelta(days=self.retention_days) if self.retention_days else MAX_AGE_WITHOUT_RETENTION
         if payload.t0 < now - oldest.total_seconds():
             return "too_old", f"t0 {payload.t0:.0f} is older than the retention of {oldest.days} days"
         return None
@@ -370,9 +371,7 @@ class FleetStore:
         result = StoreResult()
         self._ids("fleet_vehicles", self._vehicle_ids, (v.payload.vehicle for v in verified))
         self._ids("fleet_signals", self._signal_ids, (n for v in verified for n in v.payload.signals))
-        self._ensure_partitions(
-            dt.datetime.fromtimestamp(v.payload.t0, _UTC).date() for v in verified
-        )
+        self._ensure_partitions(dt.datetime.fromtimestamp(v.payload.t0, _UTC).date() for v in verified)
         rejected = list(quarantined)
         with self.conn.transaction(), self.conn.cursor() as cur:
             stored = self._insert_batches(cur, verified, rejected, result)
@@ -384,7 +383,13 @@ class FleetStore:
                     "INSERT INTO fleet_quarantine (received_at, topic, kind, reason, message) "
                     "VALUES (to_timestamp(%s), %s, %s, %s, %s)",
                     [
-                        (q.received_at, q.topic.replace("\0", ""), q.kind, q.reason.replace("\0", "\\0"), q.message)
+                        (
+                            q.received_at,
+                            q.topic.replace("\0", ""),
+                            q.kind,
+                            q.reason.replace("\0", "\\0"),
+                            q.message,
+                        )
                         for q in rejected
                     ],
                 )
@@ -440,8 +445,8 @@ class FleetStore:
             [list(column) for column in zip(*rows, strict=True)],
         )
         inserted = {(int(v), int(s)) for v, s in cur.fetchall()}
-        fresh = []
-        existing = []
+        fresh: list[tuple[tuple[int, int], Verified]] = []
+        existing: list[tuple[tuple[int, int], Verified]] = []
         for item in unique:
             key = (self._vehicle_ids[item.payload.vehicle], item.payload.seq)
             (fresh if key in inserted else existing).append((key, item))
@@ -477,7 +482,8 @@ class FleetStore:
 
     def _copy_series(self, cur: psycopg.Cursor[Any], stored: Sequence[Verified], result: StoreResult) -> None:
         with cur.copy(
-            "COPY fleet_series (vehicle_id, seq, signal_id, t0, times, nums, texts) FROM STDIN (FORMAT BINARY)"
+            "COPY fleet_series (vehicle_id, seq, signal_id, t0, times, nums, texts) "
+            "FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.set_types(["int4", "int8", "int4", "timestamptz", "float8[]", "float8[]", "text[]"])
             for item in stored:

@@ -35,7 +35,9 @@ class FleetVehicle:
 
 def make_batch(seq: int, t0: float, samples_per_signal: int = 10, with_event: bool = False) -> Batch:
     """A batch of `len(SIGNALS) * samples_per_signal` samples starting at `t0`, 10 Hz."""
-    batch = Batch(campaign="drive", driver={"profile": "p-0123456789abcdef", "source": "explicit", "confidence": 1.0})
+    batch = Batch(
+        campaign="drive", driver={"profile": "p-0123456789abcdef", "source": "explicit", "confidence": 1.0}
+    )
     for i in range(samples_per_signal):
         t = t0 + i / 10
         batch.samples.setdefault(SIGNALS[0], ([], []))

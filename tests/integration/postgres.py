@@ -33,7 +33,9 @@ class Postgres:
     def __init__(self, port: int, bindir: Path | None = None) -> None:
         self.bindir = bindir or postgres_bin()
         if self.bindir is None:
-            raise RuntimeError("PostgreSQL is not installed (`make sysdeps` installs the `postgresql` package)")
+            raise RuntimeError(
+                "PostgreSQL is not installed (`make sysdeps` installs the `postgresql` package)"
+            )
         self.root = Path(tempfile.mkdtemp(prefix="fleet-pg-"))
         self.data = self.root / "data"
         self.socket_dir = self.root / "socket"
@@ -43,8 +45,20 @@ class Postgres:
         if self.as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
             shutil.chown(self.socket_dir, "postgres", "postgres")
-        self._run(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                   "--no-sync", "--locale=C"])
+        self._run(
+            [
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ]
+        )
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"listen_addresses = ''\nport = {port}\nunix_socket_directories = '{self.socket_dir}'\n"
@@ -65,8 +79,10 @@ class Postgres:
 
     def start(self) -> None:
         """Start and wait until it accepts connections; create the `fleet` database the first time."""
-        result = self._run(["pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60",
-                            "start"], check=False)
+        result = self._run(
+            ["pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "start"],
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"PostgreSQL did not start: {result.stderr.strip()} {self.log()}")
         self.running = True

@@ -20,7 +20,7 @@ from firmware_agent.cli import main
 from firmware_agent.fleet.ingest import IngestSettings, IngestWorker
 from firmware_agent.fleet.store import add_key, connect, migrate, revoke_key
 from firmware_agent.telemetry.broker import BrokerConfig
-from firmware_agent.telemetry.keys import public_key_pem
+from firmware_agent.telemetry.keys import kid_of, public_key_pem
 from tests.integration.fleet_helpers import SIGNALS, FleetVehicle, Publisher, make_batch, seal_fleet
 from tests.integration.mosquitto import Mosquitto
 from tests.integration.postgres import Postgres
@@ -64,16 +64,21 @@ def _wait(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-
         time.sleep(0.1)
 
 
-def test_ingest_stores_verified_batches_and_quarantines_the_rest(mosquitto: Mosquitto, postgres: Postgres) -> None:
+def test_ingest_stores_verified_batches_and_quarantines_the_rest(
+    mosquitto: Mosquitto, postgres: Postgres
+) -> None:
     good = [FleetVehicle(f"veh-{n}") for n in range(3)]
     revoked, unknown, nul = FleetVehicle("veh-revoked"), FleetVehicle("veh-unknown"), FleetVehicle("veh-nul")
     _register(postgres.uri, *good, revoked, nul)
     conn = connect(postgres.uri)
-    revoke_key(conn, revoked.key.public_key() and __import__("firmware_agent.telemetry.keys", fromlist=["kid_of"])
-               .kid_of(revoked.key.public_key()).hex(), "stolen head unit")
+    revoke_key(
+        conn,
+        kid_of(revoked.key.public_key()).hex(),
+        "stolen head unit",
+    )
     conn.close()
     first = seal_fleet(good, 10, NOW - 60)
-    later = seal_fleet(good, 20, NOW - 60)[len(first):]
+    later = seal_fleet(good, 20, NOW - 60)[len(first) :]
     replay = (good[0].topic, good[0].sealer(make_batch(4, NOW, 3), 4))  # seq 4 again, other content
     nul_batch = make_batch(0, NOW - 30)
     nul_batch.samples["Vehicle.Name"] = ([NOW - 30], ["bad\x00name"])  # PostgreSQL text cannot hold NUL
@@ -86,7 +91,7 @@ def test_ingest_stores_verified_batches_and_quarantines_the_rest(mosquitto: Mosq
         moved,
         (nul.topic, nul.sealer(nul_batch, 0)),
     ]
-    messages = first + [first[5]] + refused + later  # first[5]: a byte-identical re-delivery
+    messages = [*first, first[5], *refused, *later]  # first[5]: a byte-identical re-delivery
     with _worker(mosquitto, postgres.uri) as worker:
         publisher = Publisher(BrokerConfig(mosquitto.url))
         publisher.publish(messages)
@@ -97,7 +102,12 @@ def test_ingest_stores_verified_batches_and_quarantines_the_rest(mosquitto: Mosq
     assert worker.counters.stored == 60
     assert worker.counters.duplicates == 1
     assert worker.counters.kinds == {
-        "revoked_key": 1, "unknown_kid": 1, "malformed": 1, "replay": 1, "wrong_topic": 1, "store_failed": 1,
+        "revoked_key": 1,
+        "unknown_kid": 1,
+        "malformed": 1,
+        "replay": 1,
+        "wrong_topic": 1,
+        "store_failed": 1,
     }
     uri = postgres.uri
     assert _scalar(uri, "SELECT count(*) FROM telemetry_batches") == 60
@@ -107,26 +117,36 @@ def test_ingest_stores_verified_batches_and_quarantines_the_rest(mosquitto: Mosq
     assert _scalar(uri, "SELECT count(*) FROM telemetry_events WHERE kind = 'hard_braking'") == 3 * 2
     assert _scalar(uri, "SELECT count(*) FROM telemetry_gaps") == 0
     assert _scalar(uri, "SELECT count(*) FROM fleet_quarantine") == 6
-    assert _scalar(uri, "SELECT reason FROM fleet_quarantine WHERE kind = 'revoked_key'").endswith("stolen head unit")
+    assert _scalar(uri, "SELECT reason FROM fleet_quarantine WHERE kind = 'revoked_key'").endswith(
+        "stolen head unit"
+    )
     assert _scalar(uri, "SELECT length(message) FROM fleet_quarantine WHERE kind = 'malformed'") == 8
     # the stored sample is the signed one: time and value as the vehicle sent them
-    assert _scalar(
-        uri,
-        "SELECT value_num FROM telemetry_samples WHERE vehicle = 'veh-1' AND seq = 3 AND signal = 'Vehicle.Speed' "
-        "ORDER BY time LIMIT 1",
-    ) == 50.0 + 3
-    assert _scalar(uri, "SELECT driver->>'profile' FROM telemetry_batches WHERE vehicle = 'veh-2' AND seq = 0") == (
-        "p-0123456789abcdef"
+    assert (
+        _scalar(
+            uri,
+            "SELECT value_num FROM telemetry_samples WHERE vehicle = 'veh-1' AND seq = 3 "
+            "AND signal = 'Vehicle.Speed' "
+            "ORDER BY time LIMIT 1",
+        )
+        == 50.0 + 3
     )
+    assert _scalar(
+        uri, "SELECT driver->>'profile' FROM telemetry_batches WHERE vehicle = 'veh-2' AND seq = 0"
+    ) == ("p-0123456789abcdef")
 
 
-def test_keys_cli_and_gap_view(postgres: Postgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keys_cli_and_gap_view(
+    postgres: Postgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = Ed25519PrivateKey.generate()
     pem = tmp_path / "pub.pem"
     pem.write_text(public_key_pem(key.public_key()))
     assert main(["ingest", "keys", "add", "--db", postgres.uri, "veh-7", str(pem)]) == 0
     kid = capsys.readouterr().out.split()[1]
-    assert main(["ingest", "keys", "add", "--db", postgres.uri, "veh-8", str(pem)]) == 2  # one key, one vehicle
+    assert (
+        main(["ingest", "keys", "add", "--db", postgres.uri, "veh-8", str(pem)]) == 2
+    )  # one key, one vehicle
     assert main(["ingest", "keys", "list", "--db", postgres.uri]) == 0
     assert f"veh-7\t{kid}\tusable" in capsys.readouterr().out
     assert main(["ingest", "keys", "revoke", "--db", postgres.uri, kid[:6]]) == 0
@@ -136,9 +156,24 @@ def test_keys_cli_and_gap_view(postgres: Postgres, tmp_path: Path, capsys: pytes
 
 def _start_worker(broker: Mosquitto, uri: str, client_id: str, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "firmware_agent", "ingest", "--broker", broker.url, "--db", uri,
-         "--client-id", client_id, "--share", "g1", "--stats-every", "0"],
-        stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+        [
+            sys.executable,
+            "-m",
+            "firmware_agent",
+            "ingest",
+            "--broker",
+            broker.url,
+            "--db",
+            uri,
+            "--client-id",
+            client_id,
+            "--share",
+            "g1",
+            "--stats-every",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
     )
 
 
