@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, workers: int, fleet: list[FleetVehicle], round
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=log.open("ab"),
-                )  # fmt: skip
+                )
             )
         deadline = time.monotonic() + 30
         while log.read_text().count("subscribed to") < workers:
@@ -248,10 +248,11 @@ def main() -> None:
     t0 = time.time() - 3600
     started = time.monotonic()
     fleet, rounds = make_fleet(args.vehicles, args.batches, t0)
+    size = sum(len(m) for r in rounds for _, m in r) / (args.vehicles * args.batches)
     print(
         f"{args.vehicles} vehicles x {args.batches} batches sealed ahead in {time.monotonic() - started:.1f} s "
-        f"({sum(len(m) for r in rounds for _, m in r) / (args.vehicles * args.batches):.0f} bytes each); "
-        f"{args.publishers} publisher processes; {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+        f"({size:.0f} bytes each); {args.publishers} publisher processes; "
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     )
     verify_rate = baseline(fleet, rounds)
     print(f"baseline: verify only (one process, no broker, no database): {verify_rate:,.0f} batches/s")
