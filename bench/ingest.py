@@ -249,8 +249,9 @@ def main() -> None:
     started = time.monotonic()
     fleet, rounds = make_fleet(args.vehicles, args.batches, t0)
     size = sum(len(m) for r in rounds for _, m in r) / (args.vehicles * args.batches)
+    sealing = time.monotonic() - started
     print(
-        f"{args.vehicles} vehicles x {args.batches} batches sealed ahead in {time.monotonic() - started:.1f} s "
+        f"{args.vehicles} vehicles x {args.batches} batches sealed ahead in {sealing:.1f} s "
         f"({size:.0f} bytes each); {args.publishers} publisher processes; "
         f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     )
