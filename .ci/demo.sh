@@ -113,3 +113,39 @@ for line in open(sys.argv[1]):
 PY
 echo
 echo "Files: $OUT (drive.log, telemetry.dump, samples.jsonl, state/outbox, state-identity/identity)"
+
+step "7. the fleet side: the drive through \`ingest\` into PostgreSQL (a throwaway cluster), then one query"
+# PostgreSQL from the distribution (`make sysdeps`), initdb'd into a temporary folder, Unix socket only.
+read -r PGURI PGROOT PGBIN < <($BIN/python - <<'PY'
+import sys
+sys.path.insert(0, ".")
+from tests.integration.mosquitto import free_port
+from tests.integration.postgres import Postgres
+pg = Postgres(free_port())
+pg.start()
+print(pg.uri, pg.root, pg.bindir)
+PY
+)
+pg_cleanup() {
+  runas=(); [ "$(id -u)" -eq 0 ] && runas=(runuser -u postgres --)
+  (cd / && "${runas[@]}" "$PGBIN/pg_ctl" -D "$PGROOT/data" -m immediate stop >/dev/null 2>&1) || true
+  rm -rf "$PGROOT"
+}
+trap 'cleanup; pg_cleanup' EXIT
+$BIN/firmware-agent ingest keys add --db "$PGURI" demo-0003 "$OUT/vehicle-pub.pem"
+$BIN/firmware-agent ingest --broker "mqtt://127.0.0.1:$port" --db "$PGURI" --client-id demo-ingest \
+    --stats-every 0 2>"$OUT/ingest.log" &
+ingest=$!
+pids+=($ingest)
+for _ in $(seq 200); do grep -q "subscribed" "$OUT/ingest.log" 2>/dev/null && break; sleep 0.05; done
+$BIN/firmware-agent run --source "replay:$OUT/drive.log" --collect docs/examples/campaigns/demo.toml \
+    --broker "mqtt://127.0.0.1:$port" --vehicle-id demo-0003 --signing-key "$OUT/vehicle-key.pem" \
+    --state-dir "$OUT/state-fleet" --exit-at-end
+sleep 1
+kill -TERM "$ingest" 2>/dev/null || true
+wait "$ingest" 2>/dev/null || true
+tail -1 "$OUT/ingest.log"
+psql "$PGURI" -c "SELECT vehicle, count(DISTINCT seq) AS batches, count(*) AS samples,
+       min(time)::time(0) AS first, max(time)::time(0) AS last,
+       round(avg(value_num) FILTER (WHERE signal = 'Vehicle.Speed')::numeric, 1) AS mean_speed_kmh
+  FROM telemetry_samples GROUP BY vehicle"
