@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/collect.py
 	$(BIN)/python bench/driver_id.py --sim
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache
