@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the SocketCAN tests (pytest -m vcan) inside a QEMU VM whose kernel has CAN and vcan, and exit with
 # pytest's exit status. The VM sees the host's whole root read-only over 9p and chroots into it, so the
-# checkout, its .venv and ../shared/data keep their absolute paths inside.
+# checkout, its .venv and its tests/data keep their absolute paths inside.
 #
 # Usage: .ci/vm/run.sh [PYTEST_ARGS...]     (default: tests/vm; -m vcan is always added)
 # Environment: VM_TIMEOUT seconds before the VM is killed (default 900), VM_MEMORY MiB (2048),

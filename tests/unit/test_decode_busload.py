@@ -59,10 +59,10 @@ def test_vehicle_buses_use_their_dbc_bitrates(
 
 
 def test_channels_whose_dbc_declares_no_bitrate_use_500_kbit(
-    capsys: pytest.CaptureFixture[str], vehicle_capture: Path, shared_data: Path
+    capsys: pytest.CaptureFixture[str], vehicle_capture: Path, test_data: Path
 ) -> None:
     capsys.readouterr()
-    motohawk = shared_data / "dbc" / "cantools__motohawk.dbc"  # declares no Baudrate
+    motohawk = test_data / "dbc" / "cantools__motohawk.dbc"  # declares no Baudrate
     assert main(["decode", str(vehicle_capture), "--summary", "--dbc", str(motohawk)]) == 0
     loads = _bus_load(capsys.readouterr().out)
     assert set(loads) == {"body", "chassis", "infotainment", "powertrain"}

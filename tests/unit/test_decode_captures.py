@@ -72,12 +72,12 @@ def test_rav4_jsonl_is_what_cantools_gives_for_every_frame(
 
 
 def test_rav4_wheel_speeds_match_commas_ground_truth(
-    rav4_records: tuple[list[dict], Summary], shared_data: Path
+    rav4_records: tuple[list[dict], Summary], test_data: Path
 ) -> None:
     records, _ = rav4_records
     wheels = [r for r in records if r["message"] == "WHEEL_SPEEDS"]
     times = np.array([r["timestamp"] for r in wheels])
-    with (shared_data / "captures" / "rav4" / "truth_wheel_speed.csv").open() as source:
+    with (test_data / "captures" / "rav4" / "truth_wheel_speed.csv").open() as source:
         truth = list(csv.DictReader(source))
     assert len(truth) > 3000
     for row in truth:
@@ -90,9 +90,9 @@ def test_rav4_wheel_speeds_match_commas_ground_truth(
         assert ours == pytest.approx(theirs, abs=1e-9)
 
 
-def test_j1939_mf4_decodes_by_pgn(shared_data: Path) -> None:
-    dbc = shared_data / "dbc" / "css__CSS-Electronics-SAE-J1939-DEMO.dbc"
-    capture = shared_data / "captures" / "css_mf4" / "other_asammdf-basics_input_00000001.MF4"
+def test_j1939_mf4_decodes_by_pgn(test_data: Path) -> None:
+    dbc = test_data / "dbc" / "css__CSS-Electronics-SAE-J1939-DEMO.dbc"
+    capture = test_data / "captures" / "css_mf4" / "other_asammdf-basics_input_00000001.MF4"
     catalog = Catalog.from_specs([str(dbc)], warn_stream=None)
     by_pgn = {j1939_pgn(m.frame_id): m for m in catalog.messages()}
     decoder = VectorDecoder(catalog)
@@ -114,9 +114,9 @@ def test_j1939_mf4_decodes_by_pgn(shared_data: Path) -> None:
     assert checked > 100
 
 
-def test_canmod_gps_is_bound_to_its_channel(shared_data: Path) -> None:
-    capture = shared_data / "captures" / "css_mf4" / "other_matlab-basics_LOG_11111111_00000012_00000001.MF4"
-    gps = shared_data / "dbc" / "css__canmod-gps.dbc"
+def test_canmod_gps_is_bound_to_its_channel(test_data: Path) -> None:
+    capture = test_data / "captures" / "css_mf4" / "other_matlab-basics_LOG_11111111_00000012_00000001.MF4"
+    gps = test_data / "dbc" / "css__canmod-gps.dbc"
     catalog = Catalog.from_specs([f"2={gps}"], warn_stream=None)
     summary = Summary()
     decode_captures([str(capture)], catalog, DecodeOptions(), None, summary)

@@ -29,8 +29,8 @@ def capture(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def motohawk(shared_data: Path) -> Path:
-    return shared_data / "dbc" / "cantools__motohawk.dbc"
+def motohawk(test_data: Path) -> Path:
+    return test_data / "dbc" / "cantools__motohawk.dbc"
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -94,11 +94,11 @@ def test_channel_binding_and_filters(
 
 
 def test_repeated_dbc_for_one_channel_merges(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, motohawk: Path, shared_data: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, motohawk: Path, test_data: Path
 ) -> None:
     path = tmp_path / "two.log"
     path.write_bytes(b"(1.000000) can0 1F0#C001400000000000\n(1.000001) can0 000#0100000000000000\n")
-    choices = shared_data / "dbc" / "cantools__choices.dbc"
+    choices = test_data / "dbc" / "cantools__choices.dbc"
     _, out, _ = _run(capsys, str(path), "--dbc", f"can0={motohawk}", "--dbc", f"can0={choices}")
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["message"] for r in records] == ["ExampleMessage", "Foo"]

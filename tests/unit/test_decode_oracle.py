@@ -25,9 +25,9 @@ from firmware_agent.decode.layout import NodeLayout, SignalLayout, message_layou
 from firmware_agent.decode.readers.frames import batch_from_messages
 from firmware_agent.decode.vectorised import VectorDecoder
 from firmware_agent.decode.writers import JsonlWriter
-from tests.conftest import SHARED_DATA
+from tests.conftest import data_files
 
-DBC_FILES = sorted((SHARED_DATA / "dbc").glob("*.dbc"))
+DBC_FILES = data_files("dbc", "*.dbc")
 RANDOM_PAYLOADS = 24
 
 
@@ -169,8 +169,8 @@ def test_fast_decoders_match_cantools(dbc: Path) -> None:
         assert decoded > 0
 
 
-def test_frame_decoder_counts_why_frames_are_skipped(shared_data: Path) -> None:
-    catalog = Catalog.from_specs([str(shared_data / "dbc" / "cantools__motohawk.dbc")], warn_stream=None)
+def test_frame_decoder_counts_why_frames_are_skipped(test_data: Path) -> None:
+    catalog = Catalog.from_specs([str(test_data / "dbc" / "cantools__motohawk.dbc")], warn_stream=None)
     decoder = FrameDecoder(catalog)
     (message,) = catalog.messages()
     data = bytes.fromhex("c001400000000000")
@@ -184,9 +184,9 @@ def test_frame_decoder_counts_why_frames_are_skipped(shared_data: Path) -> None:
     assert decoder.skips == {"unknown id": 1, "too short": 1, "remote frame": 1}
 
 
-def test_layout_reproduces_cantools_refusal_of_overlapping_signals(shared_data: Path) -> None:
+def test_layout_reproduces_cantools_refusal_of_overlapping_signals(test_data: Path) -> None:
     # PCS_HUD (0x411) in the generated Toyota DBC overlaps; cantools cannot unpack it at all
-    database = load_database(shared_data / "dbc" / "opendbc__toyota_new_mc_pt_generated.dbc")
+    database = load_database(test_data / "dbc" / "opendbc__toyota_new_mc_pt_generated.dbc")
     message = database.get_message_by_frame_id(0x411)
     assert message_layout(message).root.unpack_fails
     with pytest.raises(DecodeSkip, match="do not fit"):

@@ -16,9 +16,9 @@ from firmware_agent.decode.readers.candump_console import CandumpConsoleReader
 from firmware_agent.decode.readers.candump_log import CandumpLogReader, _parse_fast, _uniform_head, parse_line
 from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA, data_files
 
-PYTHON_CAN_FILES = sorted((SHARED_DATA / "captures" / "python-can").iterdir())
+PYTHON_CAN_FILES = data_files("captures/python-can")
 
 
 def _frames(batches: list[FrameBatch]) -> list[can.Message]:
@@ -69,8 +69,8 @@ def test_formats_python_can_writes_are_read_back(tmp_path: Path, suffix: str, wr
     ]
 
 
-def test_mf4_files_read_like_python_can(shared_data: Path) -> None:
-    path = shared_data / "captures" / "css_mf4" / "other_matlab-basics_LOG_11111111_00000012_00000001.MF4"
+def test_mf4_files_read_like_python_can(test_data: Path) -> None:
+    path = test_data / "captures" / "css_mf4" / "other_matlab-basics_LOG_11111111_00000012_00000001.MF4"
     capture = open_capture(str(path))
     assert capture.format_name == "MF4"
     ours = _frames(list(capture))
@@ -164,7 +164,7 @@ def test_strict_makes_a_malformed_line_fatal_naming_file_and_line() -> None:
 
 
 def test_a_malformed_asc_frame_line_is_skipped_and_counted_not_fatal(tmp_path: Path) -> None:
-    original = SHARED_DATA / "captures" / "python-can" / "logfile.asc"
+    original = TEST_DATA / "captures" / "python-can" / "logfile.asc"
     lines = original.read_text().splitlines()
     frame_lines = [i for i, line in enumerate(lines) if " Rx " in line and " d " in line]
     broken = frame_lines[1]
