@@ -1,8 +1,11 @@
 """The DBC catalog: which message definition applies to a frame seen on a channel.
 
 Databases are bound either to every channel (`--dbc FILE`) or to one (`--dbc CHANNEL=FILE`); several
-databases on one channel merge. J1939 databases match by PGN (priority and source address masked, and
-the destination address for PDU1 PGNs), not by raw 29-bit identifier.
+databases on one channel merge. A J1939 message matches its exact 29-bit identifier first; a frame whose
+identifier no message defines falls back to matching by PGN (priority and source address masked, and the
+destination address for PDU1 PGNs). Two J1939 messages with one PGN (the same parameter group from two
+source addresses) each keep their own identifier; which of them the PGN fallback picks (the last defined)
+is reported once when the catalog is built.
 """
 
 from __future__ import annotations
@@ -185,8 +188,28 @@ def _positive(value: object) -> int | None:
 
 @dataclass
 class _ChannelTable:
+    #: every message by (identifier, extended); J1939 messages too, so that an exact identifier wins
     by_id: dict[tuple[int, bool], Message] = field(default_factory=dict)
+    #: J1939 messages by PGN: the fallback for identifiers no message defines
     by_pgn: dict[int, Message] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PgnAmbiguity:
+    """Two J1939 messages on one channel with the same PGN: `chosen` is the PGN fallback's pick."""
+
+    channel: str | None
+    pgn: int
+    shadowed: Message
+    chosen: Message
+
+    def describe(self) -> str:
+        where = "every channel" if self.channel is None else f"channel {self.channel}"
+        return (
+            f"J1939 PGN 0x{self.pgn:05X} is defined by {self.shadowed.name} (0x{self.shadowed.frame_id:08X})"
+            f" and {self.chosen.name} (0x{self.chosen.frame_id:08X}) on {where}: each decodes its own"
+            f" identifier; other source addresses decode as {self.chosen.name}"
+        )
 
 
 class Catalog:
@@ -197,6 +220,8 @@ class Catalog:
         self._cache: KeyMemo[tuple[str | None, int, bool], Message | None] = KeyMemo()
         self._bitrates: dict[str | None, BusBitrate] = {}
         self.sources: list[DbcSpec] = []
+        #: J1939 PGNs that more than one message on a channel defines (found by `add`)
+        self.ambiguities: list[PgnAmbiguity] = []
 
     @classmethod
     def from_specs(
@@ -215,21 +240,37 @@ class Catalog:
 
         for spec in specs:
             parsed = spec if isinstance(spec, DbcSpec) else DbcSpec.parse(spec)
-            catalog.add(load_database(parsed.path, warn), parsed.channel)
+            catalog.add(load_database(parsed.path, warn), parsed.channel, warn=warn, origin=str(parsed.path))
             catalog.sources.append(parsed)
         return catalog
 
-    def add(self, database: Database, channel: str | None = None) -> None:
-        """Bind a database to one channel, or to every channel when `channel` is None."""
+    def add(
+        self,
+        database: Database,
+        channel: str | None = None,
+        warn: Callable[[str], None] | None = None,
+        origin: str = "database",
+    ) -> None:
+        """Bind a database to one channel, or to every channel when `channel` is None.
+
+        J1939 messages are bound by exact identifier and by PGN; `warn` receives one line (prefixed with
+        `origin`) for each PGN that two messages on the channel share, with the one the fallback picks.
+        """
         table = self._tables.setdefault(channel, _ChannelTable())
         bitrate = database_bitrate(database)
         if bitrate is not None:
             self._bitrates.setdefault(channel, bitrate)  # merged databases: the first that declares one
         for message in database.messages:
+            table.by_id[(message.frame_id, message.is_extended_frame)] = message
             if is_j1939(message):
-                table.by_pgn[j1939_pgn(message.frame_id)] = message
-            else:
-                table.by_id[(message.frame_id, message.is_extended_frame)] = message
+                pgn = j1939_pgn(message.frame_id)
+                previous = table.by_pgn.get(pgn)
+                if previous is not None and previous is not message:
+                    ambiguity = PgnAmbiguity(channel, pgn, previous, message)
+                    self.ambiguities.append(ambiguity)
+                    if warn is not None:
+                        warn(f"{origin}: {ambiguity.describe()}")
+                table.by_pgn[pgn] = message
         self._cache.clear()
 
     def bitrate(self, channel: str | None) -> BusBitrate | None:
@@ -248,16 +289,14 @@ class Catalog:
             table = self._tables.get(key)
             if table is None:
                 continue
-            for message in (*table.by_id.values(), *table.by_pgn.values()):
+            for message in table.by_id.values():
                 seen.setdefault(id(message), message)
         return list(seen.values())
 
     def all_messages(self) -> list[tuple[str | None, Message]]:
         """Every (channel, message) binding in the catalog."""
         return [
-            (channel, message)
-            for channel, table in self._tables.items()
-            for message in (*table.by_id.values(), *table.by_pgn.values())
+            (channel, message) for channel, table in self._tables.items() for message in table.by_id.values()
         ]
 
     def lookup(self, channel: str | None, frame_id: int, is_extended: bool) -> Message | None:

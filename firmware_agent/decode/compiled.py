@@ -46,6 +46,9 @@ SKIP_UNPACK = "signals do not fit the message"
 SKIP_INVALID_VALUE = "value cannot be converted"
 SKIP_REMOTE = "remote frame"
 SKIP_ERROR_FRAME = "error frame"
+#: AUTOSAR container PDUs (ARXML): cantools' `Message.decode` refuses them; the contained PDUs are not
+#: decoded (docs/decode.md)
+SKIP_CONTAINER = "container message"
 
 
 class DecodeSkip(Exception):
@@ -308,7 +311,13 @@ def _uses(node: NodeLayout, integer: str) -> bool:
     )
 
 
+def _refuse_container(data: bytes | bytearray) -> dict[str, Any]:
+    raise DecodeSkip(SKIP_CONTAINER)
+
+
 def _compile(layout: MessageLayout, decode_choices: bool) -> Callable[[bytes | bytearray], dict[str, Any]]:
+    if layout.container:
+        return _refuse_container
     generator = _Generator(layout, decode_choices)
     source = generator.source()
     namespace = dict(generator.constants)

@@ -72,6 +72,8 @@ class MessageLayout:
     length: int
     root: NodeLayout
     signal_names: tuple[str, ...] = field(default=())
+    #: an AUTOSAR container PDU: cantools' `decode` refuses it, so every frame is skipped (SKIP_CONTAINER)
+    container: bool = False
 
 
 def message_layout(message: Message) -> MessageLayout:
@@ -81,7 +83,8 @@ def message_layout(message: Message) -> MessageLayout:
         raise ValueError(f"message {message.name} has no codec")
     length = message.length
     root = _node_layout(codec, length)
-    return MessageLayout(message.name, length, root, tuple(s.name for s in message.signals))
+    container = bool(message.is_container)
+    return MessageLayout(message.name, length, root, tuple(s.name for s in message.signals), container)
 
 
 def _node_layout(codec: Any, length: int) -> NodeLayout:

@@ -19,6 +19,7 @@ from cantools.database.can import Message
 
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.compiled import (
+    SKIP_CONTAINER,
     SKIP_ERROR_FRAME,
     SKIP_INVALID_VALUE,
     SKIP_REMOTE,
@@ -192,10 +193,15 @@ class _Words:
         return word
 
     def _wide_bits(self, integer: str, shift: int, length: int) -> np.ndarray:
-        # a 58..64-bit signal straddling nine bytes: rare enough for Python integers
+        # a 58..64-bit signal straddling nine bytes, or a CAN FD signal wider than 64 bits: rare enough for
+        # Python integers. Wider than 64 bits stays an object array of Python ints, as cantools gives.
         source = self._bytes[integer]
         mask = (1 << length) - 1
         values = [(int.from_bytes(row.tobytes(), "little") >> shift) & mask for row in source]
+        if length > 64:
+            wide = np.empty(len(values), object)
+            wide[:] = values
+            return wide
         return np.array(values, np.uint64)
 
 
@@ -214,6 +220,9 @@ class _CompiledLayout:
         """Decode the batch rows `rows`; failures map a skip reason to (count, first row)."""
         length = self.layout.length
         failures: dict[str, tuple[int, int]] = {}
+        if self.layout.container:
+            failures[SKIP_CONTAINER] = (len(rows), int(rows[0]))
+            return _Group(rows[:0], {}), failures
         short = batch.length[rows] < length
         if short.any():
             failures[SKIP_TOO_SHORT] = (int(short.sum()), int(rows[short][0]))
@@ -305,6 +314,10 @@ class _CompiledLayout:
             if not finite.all():
                 invalid = ~finite
             lookup = np.trunc(np.where(finite, number, 0.0))
+        elif number.dtype == object:  # wider than 64 bits: look each value up in Python
+            position = {key: index for index, key in enumerate(keys.tolist())}
+            label = np.array([position.get(value, -1) for value in number.tolist()], np.int32)
+            return label, names, invalid
         elif number.dtype == np.uint64:
             lookup = (
                 number.astype(np.float64) if number.max(initial=0) >= 1 << 63 else number.astype(np.int64)
@@ -341,8 +354,17 @@ def _signal_order(node: NodeLayout) -> list[str]:
 
 
 def _interpret(raw: np.ndarray, signal: SignalLayout) -> np.ndarray:
-    """Raw bits (uint64) as the number cantools unpacks: unsigned, two's complement or IEEE float."""
+    """Raw bits (uint64) as the number cantools unpacks: unsigned, two's complement or IEEE float.
+
+    Integers wider than 64 bits arrive and stay as an object array of Python ints."""
     length = signal.length
+    if raw.dtype == object:
+        if signal.kind != "s":
+            return raw
+        top = 1 << (length - 1)
+        signed = np.empty(len(raw), object)
+        signed[:] = [value - (top << 1) if value >= top else value for value in raw.tolist()]
+        return signed
     if signal.kind == "f":
         if length == 64:
             return raw.view(np.float64)
@@ -363,6 +385,13 @@ def _scale(number: np.ndarray, signal: SignalLayout) -> np.ndarray:
     """Apply cantools' conversion: identity, exact integer `raw * scale + offset`, or the same in floats."""
     if signal.conversion == "identity":
         return number
+    if number.dtype == object:  # wider than 64 bits: Python arithmetic, exactly as cantools does it
+        if signal.conversion != "int":
+            return np.array([value * signal.scale + signal.offset for value in number.tolist()], np.float64)
+        scale, offset = int(signal.scale), int(signal.offset)
+        scaled = np.empty(len(number), object)
+        scaled[:] = [value * scale + offset for value in number.tolist()]
+        return scaled
     if signal.conversion == "int":
         scale, offset = int(signal.scale), int(signal.offset)
         bound = (1 << signal.length) * abs(scale) + abs(offset)

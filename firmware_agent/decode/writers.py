@@ -299,7 +299,7 @@ def _column_dtype(signal: Signal) -> np.dtype:
     conversion = getattr(signal.conversion, "_conversion", signal.conversion)  # beneath a value table
     if signal.conversion.is_float or type(conversion).__name__ == "LinearConversion":
         return np.dtype(np.float64)
-    if signal.length >= 64 and not signal.is_signed and type(conversion).__name__ == "IdentityConversion":
+    if signal.length == 64 and not signal.is_signed and type(conversion).__name__ == "IdentityConversion":
         return np.dtype(np.uint64)
     if signal.length + abs(int(getattr(conversion, "scale", 1))).bit_length() >= 62:
         return np.dtype(

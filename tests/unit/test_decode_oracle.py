@@ -4,6 +4,12 @@ Payloads are random plus crafted ones per message: all zeros, all ones, the sign
 NaN and infinities in float signals, every defined multiplexer value and an undefined one, and lengths
 one byte short and one byte long. Frames cantools refuses must be skipped by us, and the others must
 match value for value (floats within 1e-9 relative, NaN equal to NaN, ints staying ints).
+
+Besides the real DBCs, `tests/data/oracle/` holds the cases a run over cantools' own test corpus found
+(issue 9): J1939 messages sharing a PGN (each frame is decoded as the message of its exact identifier; a
+source address no message defines falls back to the PGN), signals wider than 64 bits (Python ints, as
+cantools gives), and below, an ARXML-style container message (skipped, as cantools' `decode` refuses it).
+This test is also the tripwire for a new cantools release (docs/decode.md).
 """
 
 from __future__ import annotations
@@ -16,18 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import can
+import cantools
 import pytest
-from cantools.database.can import Message
+from cantools.database.can import Database, Message, Signal
 
-from firmware_agent.decode.catalog import Catalog, load_database
-from firmware_agent.decode.compiled import DecodeSkip, FrameDecoder, compile_message
+from firmware_agent.decode.catalog import Catalog, is_j1939, j1939_pgn, load_database
+from firmware_agent.decode.compiled import SKIP_CONTAINER, DecodeSkip, FrameDecoder, compile_message
 from firmware_agent.decode.layout import NodeLayout, SignalLayout, message_layout
 from firmware_agent.decode.readers.frames import batch_from_messages
 from firmware_agent.decode.vectorised import VectorDecoder
 from firmware_agent.decode.writers import JsonlWriter
 from tests.conftest import data_files
 
-DBC_FILES = data_files("dbc", "*.dbc")
+DBC_FILES = data_files("dbc", "*.dbc") + data_files("oracle", "*.dbc")
 RANDOM_PAYLOADS = 24
 
 
@@ -121,20 +128,31 @@ def test_fast_decoders_match_cantools(dbc: Path) -> None:
     catalog = Catalog()
     catalog.add(database)
     rng = random.Random(dbc.stem)
+    # The message each frame must decode as: its exact identifier's, else (J1939) its PGN's last definition.
+    by_pgn = {j1939_pgn(m.frame_id): m for m in database.messages if is_j1939(m)}
+    defined = {m.frame_id for m in database.messages}
     frames: list[can.Message] = []
+    expected_message: list[Message] = []
     for message in database.messages:
-        for data in _crafted_payloads(message, rng):
-            frames.append(
-                can.Message(
-                    timestamp=len(frames) / 1000,
-                    channel="bus",
-                    arbitration_id=message.frame_id,
-                    is_extended_id=message.is_extended_frame,
-                    is_fd=len(data) > 8,
-                    data=data,
-                    check=False,
+        identifiers = [message.frame_id]
+        if is_j1939(message):  # the same PGN from a source address no message defines: the PGN fallback
+            identifiers += [i for i in ((message.frame_id & ~0xFF) | 0xFE,) if i not in defined]
+        for frame_id in identifiers:
+            for data in _crafted_payloads(message, rng):
+                frames.append(
+                    can.Message(
+                        timestamp=len(frames) / 1000,
+                        channel="bus",
+                        arbitration_id=frame_id,
+                        is_extended_id=message.is_extended_frame,
+                        is_fd=len(data) > 8,
+                        data=data,
+                        check=False,
+                    )
                 )
-            )
+                expected_message.append(
+                    message if frame_id == message.frame_id else by_pgn[j1939_pgn(frame_id)]
+                )
     batch = batch_from_messages(frames)
     for decode_choices in (True, False):
         compiled = {id(m): compile_message(m, decode_choices) for m in database.messages}
@@ -142,10 +160,10 @@ def test_fast_decoders_match_cantools(dbc: Path) -> None:
         JsonlWriter(out).write(VectorDecoder(catalog, decode_choices).decode(batch).groups)
         lines = iter(json.loads(line) for line in out.getvalue().splitlines())
         decoded = skipped = 0
-        for frame in frames:
-            message = catalog.lookup("bus", frame.arbitration_id, frame.is_extended_id)
-            assert message is not None
+        for frame, message in zip(frames, expected_message, strict=True):
+            found = catalog.lookup("bus", frame.arbitration_id, frame.is_extended_id)
             where = f"{dbc.name} {message.name} {bytes(frame.data).hex()} choices={decode_choices}"
+            assert found is message, f"{where}: 0x{frame.arbitration_id:x} found {found}"
             expected = _cantools(message, bytes(frame.data), decode_choices)
             try:
                 per_frame: dict[str, Any] | None = compiled[id(message)].decode(bytes(frame.data))
@@ -191,3 +209,67 @@ def test_layout_reproduces_cantools_refusal_of_overlapping_signals(test_data: Pa
     assert message_layout(message).root.unpack_fails
     with pytest.raises(DecodeSkip, match="do not fit"):
         compile_message(message).decode(bytes(8))
+
+
+def test_j1939_messages_sharing_a_pgn_are_reported_when_the_catalog_is_built(test_data: Path) -> None:
+    warnings = io.StringIO()
+    catalog = Catalog.from_specs([str(test_data / "oracle" / "j1939_shared_pgn.dbc")], warn_stream=warnings)
+    lines = warnings.getvalue().splitlines()
+    assert len(lines) == 2 == len(catalog.ambiguities)
+    assert "PGN 0x0FEF1 is defined by CCVS_ENGINE (0x18FEF100) and CCVS_RETARDER (0x18FEF117)" in lines[0]
+    assert lines[1].endswith("other source addresses decode as TSC1_RETARDER")
+    assert {m.name for m in catalog.messages()} == {
+        "CCVS_ENGINE",
+        "CCVS_RETARDER",
+        "TSC1_ENGINE",
+        "TSC1_RETARDER",
+        "NOT_J1939",
+    }
+    # exact identifiers win; another source address falls back to the PGN's last definition
+    assert catalog.lookup("can0", 0x18FEF100, True).name == "CCVS_ENGINE"  # type: ignore[union-attr]
+    assert catalog.lookup("can0", 0x18FEF117, True).name == "CCVS_RETARDER"  # type: ignore[union-attr]
+    assert catalog.lookup("can0", 0x1CFEF121, True).name == "CCVS_RETARDER"  # type: ignore[union-attr]
+    assert catalog.lookup("can0", 0x0C002017, True).name == "TSC1_RETARDER"  # type: ignore[union-attr]
+    assert catalog.lookup("can0", 0x701, False).name == "NOT_J1939"  # type: ignore[union-attr]
+
+
+def _container_database() -> tuple[Database, Message, Message]:
+    """An AUTOSAR container PDU as cantools' ARXML loader builds it (header id, contained PDUs)."""
+    inner = Message(
+        frame_id=0x10,
+        name="INNER",
+        length=2,
+        signals=[Signal("A", start=0, length=16)],
+        header_id=0x0A0B0C,
+        header_byte_order="big_endian",
+    )
+    container = Message(
+        frame_id=0x200,
+        name="CONTAINER",
+        length=16,
+        signals=[],
+        contained_messages=[inner],
+        header_byte_order="big_endian",
+        is_fd=True,
+    )
+    database = Database(messages=[container, inner])
+    database.refresh()
+    return database, container, inner
+
+
+def test_container_messages_are_skipped_as_cantools_refuses_them() -> None:
+    database, container, inner = _container_database()
+    data = container.encode([(inner, {"A": 5})]).ljust(16, b"\0")
+    with pytest.raises(cantools.database.DecodeError, match="container"):
+        container.decode(data)
+    assert container.decode_container(data)[0][1] == {"A": 5}  # what a later contract could offer
+    catalog = Catalog()
+    catalog.add(database)
+    frame = can.Message(arbitration_id=0x200, is_extended_id=False, is_fd=True, data=data)
+    with pytest.raises(DecodeSkip, match=SKIP_CONTAINER):
+        compile_message(container).decode(data)
+    per_frame = FrameDecoder(catalog)
+    assert per_frame.decode(frame) is None and per_frame.skips == {SKIP_CONTAINER: 1}
+    result = VectorDecoder(catalog).decode(batch_from_messages([frame, frame]))
+    assert result.groups == []
+    assert [(s.message, s.reason, s.count) for s in result.skipped] == [("CONTAINER", SKIP_CONTAINER, 2)]

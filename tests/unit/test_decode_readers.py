@@ -353,3 +353,19 @@ def test_blocks_of_one_line_shape_parse_like_the_per_line_parser(odd_line: str |
             reference.bitrate_switch,
         )
         assert bytes(ours.data) == reference.data
+
+
+def test_line_shapes_python_can_misreads_are_reported_as_malformed(tmp_path: Path) -> None:
+    # docs/decode.md: python-can 4.6.1 reads these two lines, but not as the frames written on them
+    capture = tmp_path / "odd.log"
+    capture.write_text("(1.0) can0 123#112\n(2.0) can0 1FFFFFFFF#11\n(3.0) can0 123#11\n")
+    odd_digits, nine_digits, good = list(can.LogReader(str(capture)))
+    assert bytes(odd_digits.data) == b"\x11\x02"  # the lone last nibble becomes a byte of its own
+    assert nine_digits.is_error_frame and nine_digits.arbitration_id == 0 and not nine_digits.data
+    assert bytes(good.data) == b"\x11"
+    opened = open_capture(str(capture))
+    frames = _frames(list(opened))
+    assert [(f.timestamp, f.arbitration_id, bytes(f.data)) for f in frames] == [(3.0, 0x123, b"\x11")]
+    assert opened.stats.malformed_lines == [1, 2]
+    with pytest.raises(UserError, match=r"odd.log:1: malformed candump line"):
+        list(open_capture(str(capture), strict=True))
