@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 from firmware_agent.decode.catalog import Catalog  # noqa: E402
 from firmware_agent.identity.settings import IdentitySettings  # noqa: E402
 from firmware_agent.service.agent import Agent  # noqa: E402
-from firmware_agent.service.config import AgentConfig, BrokerSettings  # noqa: E402
+from firmware_agent.service.config import AgentConfig  # noqa: E402
 from firmware_agent.sources.base import EndOfSource, Source  # noqa: E402
 from firmware_agent.sources.spec import SourceSpec  # noqa: E402
 from firmware_agent.telemetry.broker import BrokerConfig  # noqa: E402
@@ -201,7 +201,7 @@ def run_agent(
     config = AgentConfig(
         vehicle_id="bench-0001",
         sources=(),
-        broker=BrokerSettings(url=broker),
+        broker=BrokerConfig(url=broker),
         signing_key=key,
         state_dir=state,
         dbc=dbc,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import threading
 from pathlib import Path
@@ -62,20 +61,14 @@ def add_subparser(subparsers: Any) -> None:
     parser.set_defaults(func=_do_run)
 
 
-def _needs_mf4(args: argparse.Namespace) -> bool:
-    """Whether a replay source may read an MF4 file (the only format that needs asammdf)."""
-    texts = list(args.source)
-    if args.config is not None:
-        with contextlib.suppress(OSError):  # load_config reports it
-            texts.append(args.config.read_text(encoding="utf-8", errors="replace"))
-    return any(".mf4" in text.lower() or ".mdf" in text.lower() for text in texts)
-
-
 def _do_run(args: argparse.Namespace) -> int:
-    if not _needs_mf4(args) and "can" not in sys.modules:
-        # `import can` imports asammdf (and pandas, ~100 MB of RSS) whenever the mf4 extra is installed;
-        # the daemon needs it only to replay MF4 captures. Marking it absent makes python-can skip it.
-        sys.modules.setdefault("asammdf", None)  # type: ignore[arg-type]
+    from firmware_agent.decode.startup import import_python_can
+
+    # `import can` imports asammdf (and pandas, ~100 MB of RSS) whenever the mf4 extra is installed; the
+    # daemon needs it only to replay MF4 captures, so python-can is imported without it. A replay whose
+    # content turns out to be MF4 (decode/readers detects formats by content, whatever the file name) loads
+    # it then, as `decode` does.
+    import_python_can(need_mf4=False)
     from firmware_agent.service.agent import Agent
     from firmware_agent.service.config import Overrides, load_config
     from firmware_agent.service.lifecycle import ServiceLink, ensure_signing_key

@@ -43,7 +43,6 @@ from firmware_agent.service.config import AgentConfig
 from firmware_agent.service.status import health_details
 from firmware_agent.sources import Source, open_source
 from firmware_agent.sources.reader import EventBox, FrameQueue, SourceReader
-from firmware_agent.telemetry.broker import BrokerConfig
 from firmware_agent.telemetry.campaign_updates import CampaignUpdate, CampaignUpdates
 from firmware_agent.telemetry.cose import Signer
 from firmware_agent.telemetry.keys import Keyring, kid_of, load_private_key, load_public_key
@@ -137,18 +136,11 @@ class Agent:
         self.readers = [SourceReader(source, self.frames, self.events) for source in chosen]
         for reader in self.readers:
             reader.source.kernel_filters = filters.kernel_filters(reader.source.name)
-        broker = BrokerConfig(
-            url=config.broker.url,
-            ca_file=config.broker.ca_file,
-            cert_file=config.broker.cert_file,
-            key_file=config.broker.key_file,
-            keepalive=config.broker.keepalive,
-        )
         signer = load_signer(config.signing_key)
         self.sealer = BatchSealer(config.vehicle_id, signer, self._counters_when_due)
         self.outbox = Outbox(config.outbox_path, self.sealer, config.outbox_max_bytes)
         uploader_config = UploaderConfig(
-            broker=broker, vehicle_id=config.vehicle_id, max_inflight=config.broker.max_inflight
+            broker=config.broker, vehicle_id=config.vehicle_id, max_inflight=config.max_inflight
         )
         on_campaign = self.campaign_updates.handle if self.campaign_updates is not None else None
         self.uploader = Uploader(uploader_config, self.outbox, on_campaign=on_campaign)

@@ -41,24 +41,13 @@ class ConfigError(UserError):
 
 
 @dataclass(frozen=True)
-class BrokerSettings:
-    """`[broker]`: where to publish and how to authenticate."""
-
-    url: str
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive: int = 30
-    max_inflight: int = 20
-
-
-@dataclass(frozen=True)
 class AgentConfig:
     """Everything `firmware-agent run` needs, resolved and validated."""
 
     vehicle_id: str
     sources: tuple[SourceSpec, ...]
-    broker: BrokerSettings
+    #: `[broker]` url, TLS files and keepalive: the one broker settings type, validated where it is made
+    broker: BrokerConfig
     signing_key: Path
     state_dir: Path
     dbc: tuple[str, ...] = field(default_factory=lambda: tuple(default_dbc_specs()))
@@ -66,6 +55,8 @@ class AgentConfig:
     collect: str = "all"
     campaign_keys: tuple[Path, ...] = ()
     outbox_max_bytes: int = 64 * 1024 * 1024
+    #: `[broker] max_inflight`: unacknowledged publishes at a time (the uploader's window)
+    max_inflight: int = 20
     e2e: E2ESettings = field(default_factory=E2ESettings)
     reader: ReaderSettings = field(default_factory=ReaderSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
@@ -277,17 +268,13 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
     broker_url = overrides.broker or file.text("broker.url")
     if not broker_url:
         raise file.fail("broker.url", "missing: give --broker URL or [broker] url = ...")
-    broker = BrokerSettings(
-        url=broker_url,
-        ca_file=file.path("broker.ca_file"),
-        cert_file=file.path("broker.cert_file"),
-        key_file=file.path("broker.key_file"),
-        keepalive=file.number("broker.keepalive", 30, 5, integer=True, maximum=65535),
-        max_inflight=file.number("broker.max_inflight", 20, 1, integer=True),
+    ca_file, cert_file, key_file = (
+        file.path(f"broker.{key}") for key in ("ca_file", "cert_file", "key_file")
     )
-
+    keepalive = file.number("broker.keepalive", 30, 5, integer=True, maximum=65535)
+    max_inflight = file.number("broker.max_inflight", 20, 1, integer=True)
     try:
-        BrokerConfig(broker.url, broker.ca_file, broker.cert_file, broker.key_file, broker.keepalive)
+        broker = BrokerConfig(broker_url, ca_file, cert_file, key_file, keepalive)
     except UserError as exc:
         where_broker = flags if overrides.broker else file
         raise where_broker.fail("--broker" if overrides.broker else "broker", str(exc)) from exc
@@ -325,6 +312,7 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         collect=collect,
         campaign_keys=tuple(base / Path(text).expanduser() for text in file.texts("campaign_keys")),
         outbox_max_bytes=file.number("outbox.max_bytes", 64 * 1024 * 1024, 64 * 1024, integer=True),
+        max_inflight=max_inflight,
         e2e=e2e,
         reader=reader,
         identity=IdentitySettings.from_table(identity_table, origin),

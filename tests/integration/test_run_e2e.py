@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -370,3 +371,32 @@ def test_signed_campaign_update_is_applied_and_a_forged_one_rejected(
     # The update outlives a restart: the agent comes back with the pushed campaign.
     assert (tmp_path / "state" / "campaign-update.cbor").exists()
     assert (tmp_path / "state" / "campaign-serial").read_text().strip() == "2"
+
+
+def test_mf4_replay_is_recognised_by_content_like_decode(
+    mosquitto: Mosquitto, tmp_path: Path, key: tuple[Path, Ed25519PrivateKey], test_data: Path
+) -> None:
+    # An MF4 capture named .dat: `decode` reads it by content, and so must `run` (issue 9: it failed with
+    # "reading MF4 needs asammdf" because run decided from the file name).
+    capture = tmp_path / "drive.dat"
+    capture.write_bytes(
+        (
+            test_data / "captures" / "css_mf4" / "other_matlab-basics_LOG_11111111_00000012_00000001.MF4"
+        ).read_bytes()
+    )
+    gps = f"2={test_data / 'dbc' / 'css__canmod-gps.dbc'}"
+    decoded = subprocess.run(
+        [*AGENT, "decode", str(capture), "--dbc", gps, "--summary"], capture_output=True, text=True
+    )
+    assert decoded.returncode == 0, decoded.stderr
+    key_path, _ = key
+    command = agent_command(
+        mosquitto.url, key_path, tmp_path / "state", f"replay:{capture}", [gps], "--exit-at-end"
+    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "asammdf" not in done.stderr
+    summary = re.search(r"run: ([\d,]+) frames from 1 source\(s\).* ([\d,]+) samples decoded", done.stderr)
+    assert summary is not None, done.stderr
+    frames, samples = (int(group.replace(",", "")) for group in summary.groups())
+    assert frames > 10_000 and samples > 1000, done.stderr

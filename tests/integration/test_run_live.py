@@ -13,8 +13,9 @@ import can
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.e2e import profile_for
 from firmware_agent.service.agent import Agent
-from firmware_agent.service.config import AgentConfig, BrokerSettings
+from firmware_agent.service.config import AgentConfig
 from firmware_agent.sources import SourceSpec
+from firmware_agent.telemetry.broker import BrokerConfig
 from firmware_agent.telemetry.keys import generate_private_key
 from firmware_agent.telemetry.payload import Payload
 from firmware_agent.telemetry.subscriber import Subscriber
@@ -64,7 +65,7 @@ def test_live_virtual_bus_with_identity_hooks_and_clean_stop(mosquitto: Mosquitt
     config = AgentConfig(
         vehicle_id=VEHICLE,
         sources=(SourceSpec.parse(f"powertrain=virtual:{channel}"),),
-        broker=BrokerSettings(url=mosquitto.url),
+        broker=BrokerConfig(url=mosquitto.url),
         signing_key=tmp_path / "key.pem",
         state_dir=tmp_path / "state",
         collect="all",
@@ -127,7 +128,7 @@ def test_replayed_batches_leave_while_the_replay_runs(
     config = AgentConfig(
         vehicle_id=VEHICLE,
         sources=(SourceSpec.parse(f"replay:{rav4_capture}?speed=10"),),  # 60 s of driving in 6 s
-        broker=BrokerSettings(url=mosquitto.url),
+        broker=BrokerConfig(url=mosquitto.url),
         signing_key=tmp_path / "key.pem",
         state_dir=tmp_path / "state",
         dbc=tuple(rav4_dbc_specs),

@@ -51,7 +51,7 @@ def test_file_values_with_paths_relative_to_the_file(tmp_path: Path) -> None:
     assert config.state_dir == tmp_path / "state"
     assert config.signing_key == tmp_path / "state" / "signing-key.pem"
     assert config.broker.ca_file == tmp_path / "pki" / "ca.pem"
-    assert config.broker.max_inflight == 10
+    assert config.max_inflight == 10
     assert (config.e2e.burst_count, config.e2e.burst_seconds, config.e2e.max_jump) == (3, 0.5, 3)
     assert config.reader.max_frames == 4096 and config.stats_interval == 30
 

@@ -17,8 +17,9 @@ import pytest
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.e2e import profile_for
 from firmware_agent.service.agent import Agent
-from firmware_agent.service.config import AgentConfig, BrokerSettings
+from firmware_agent.service.config import AgentConfig
 from firmware_agent.sources import SourceSpec
+from firmware_agent.telemetry.broker import BrokerConfig
 from firmware_agent.telemetry.keys import generate_private_key
 from firmware_agent.telemetry.payload import Payload
 from firmware_agent.telemetry.subscriber import Subscriber
@@ -64,7 +65,7 @@ def test_agent_publishes_socketcan_frames_across_a_link_bounce(
     config = AgentConfig(
         vehicle_id=VEHICLE,
         sources=(SourceSpec.parse(f"powertrain=socketcan:{scratch_interface}"),),
-        broker=BrokerSettings(url=broker.url),
+        broker=BrokerConfig(url=broker.url),
         signing_key=tmp_path / "key.pem",
         state_dir=tmp_path / "state",
         collect="all",
