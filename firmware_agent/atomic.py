@@ -1,36 +1,49 @@
 """Write a file so that a crash or power cut leaves either the old content or the new, never a mix.
 
-The data goes to a temporary file in the same folder, is flushed to the device (`fsync`), renamed over the
-target, and the folder itself is fsynced so that the rename survives a power cut (ext4 and f2fs on an SD
-card otherwise may forget it). The temporary file gets its final mode before any byte is written, so a
-secret is never readable by others, not even for an instant.
+The one atomic write of the project (state files, keys, profiles, models, the DBC cache, health). The data
+goes to a temporary file with a unique name in the same folder (two writers of one file never share it),
+is flushed to the device (`fsync`), renamed over the target, and the folder itself is fsynced so that the
+rename survives a power cut (ext4 and f2fs on an SD card otherwise may forget it). The temporary file gets
+its final mode before any byte is written, so a secret is never readable by others, not even for an
+instant. `durable=False` keeps the atomic rename but skips both fsyncs, for files rewritten every second
+whose loss in a power cut costs nothing (the health summary): fsync there would only wear the SD card.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` atomically and durably; the file ends up with permissions `mode`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically (and durably unless `durable=False`); the file ends up with
+    permissions `mode`. Raises `OSError` (the target is then untouched and no temporary file is left)."""
+    path = Path(path)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        os.fchmod(descriptor, mode)  # O_CREAT's mode is filtered by the umask and ignored if tmp existed
+        os.fchmod(descriptor, mode)  # mkstemp creates 0600; make it exactly `mode`
         view = memoryview(data)
         while view:
             view = view[os.write(descriptor, view) :]
-        os.fsync(descriptor)
+        if durable:
+            os.fsync(descriptor)
     except BaseException:
         os.close(descriptor)
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     os.close(descriptor)
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        fsync_directory(path.parent)
 
 
 def fsync_directory(folder: Path) -> None:

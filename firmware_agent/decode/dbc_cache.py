@@ -22,10 +22,11 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from firmware_agent.atomic import write_atomic
 
 #: Bump when what is pickled changes shape.
 CACHE_VERSION = 1
@@ -101,14 +102,7 @@ def _write(folder: Path, entry: Path, value: tuple[object, ...]) -> None:
     """Write atomically (a reader sees the old entry or the new one); failures only lose the cache."""
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")  # mode 0600
-        try:
-            with os.fdopen(handle, "wb") as out:
-                pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(temporary, entry)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_atomic(entry, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), 0o600)
         entries = sorted(folder.glob("*.pickle"), key=lambda path: path.stat().st_mtime_ns)
         for old in entries[: max(0, len(entries) - MAX_ENTRIES)]:
             old.unlink(missing_ok=True)

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, TextIO
 
 import can
 import cbor2
 
+from firmware_agent.atomic import write_atomic
 from firmware_agent.collect.campaign import Campaign, campaigns_for_option, needed_signals, parse_campaigns
 from firmware_agent.collect.collector import Collector
 from firmware_agent.collect.names import SignalNames
@@ -45,7 +44,7 @@ from firmware_agent.sources import Source, open_source
 from firmware_agent.sources.reader import EventBox, FrameQueue, SourceReader
 from firmware_agent.telemetry.campaign_updates import CampaignUpdate, CampaignUpdates
 from firmware_agent.telemetry.cose import Signer
-from firmware_agent.telemetry.keys import Keyring, kid_of, load_private_key, load_public_key
+from firmware_agent.telemetry.keys import kid_of, load_public_key, load_signing_key
 from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
 from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
@@ -66,17 +65,6 @@ CHUNKS_PER_TURN = 64
 GC_THRESHOLDS = (50_000, 20, 100)
 
 Hook = Callable[[Mapping[str, Any]], None]
-
-
-def load_signer(path: Path) -> Signer:
-    """The signer for a PEM key file, or for the active key of a keyring folder (`keys rotate`)."""
-    if path.is_dir():
-        return Signer(Keyring(path).active_key())
-    if not path.exists():
-        raise UserError(
-            f"{path}: no signing key; create one with `firmware-agent keys generate --out {path}`"
-        )
-    return Signer(load_private_key(path))
 
 
 class Agent:
@@ -136,7 +124,7 @@ class Agent:
         self.readers = [SourceReader(source, self.frames, self.events) for source in chosen]
         for reader in self.readers:
             reader.source.kernel_filters = filters.kernel_filters(reader.source.name)
-        signer = load_signer(config.signing_key)
+        signer = Signer(load_signing_key(config.signing_key))
         self.sealer = BatchSealer(config.vehicle_id, signer, self._counters_when_due)
         self.outbox = Outbox(config.outbox_path, self.sealer, config.outbox_max_bytes)
         uploader_config = UploaderConfig(
@@ -216,12 +204,7 @@ class Agent:
         """paho's thread: check the campaign, keep it on disk, hand it to the pipeline thread."""
         campaigns = parse_campaigns(update.document, f"campaign update {update.serial}", self.names)
         path = self.config.campaign_path
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as stream:
-            stream.write(cbor2.dumps(update.document))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, cbor2.dumps(update.document), 0o644)
         with self._campaign_lock:
             self._next_campaigns = (update.serial, campaigns)
 
@@ -378,11 +361,15 @@ class Agent:
 
     def _heartbeat(self) -> None:
         summary = self.health()
-        tmp = self.config.health_path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(summary, sort_keys=True) + "\n")
-            tmp.chmod(0o644)  # no secrets in it; monitoring checks need not run as the service's user
-            os.replace(tmp, self.config.health_path)
+            # rewritten every heartbeat and worthless after a power cut: atomic, but not fsynced; 0644: no
+            # secrets in it, and monitoring checks need not run as the service's user
+            write_atomic(
+                self.config.health_path,
+                (json.dumps(summary, sort_keys=True) + "\n").encode(),
+                0o644,
+                durable=False,
+            )
         except OSError:
             # A full disk must not stop the agent: the outbox has its own policy for that.
             self.health_write_errors += 1

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from firmware_agent.atomic import write_atomic
 from firmware_agent.errors import UserError
 from firmware_agent.telemetry.cose import VerificationError, message_kid, verify_sign1
 from firmware_agent.telemetry.topics import campaigns_topic
@@ -130,12 +130,7 @@ class CampaignUpdates:
     def _save_serial(self, serial: int) -> None:
         if self._state_file is None:
             return
-        tmp = self._state_file.with_name(self._state_file.name + ".tmp")
-        with tmp.open("w") as stream:
-            stream.write(f"{serial}\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, self._state_file)
+        write_atomic(self._state_file, f"{serial}\n".encode(), 0o644)
 
     def counters(self) -> dict[str, int]:
         """How many updates were received, applied, ignored as duplicates, rejected, failed to apply."""

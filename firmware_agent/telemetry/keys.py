@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from firmware_agent.atomic import write_atomic
 from firmware_agent.errors import UserError
 
 #: Name of the keyring file that holds the hex kid of the signing key.
@@ -171,21 +172,21 @@ class Keyring:
         kid = kid_of(key.public_key())
         write_private_key(self._path_of(kid), key)
         # Switch atomically: a crash leaves either the old or the new key active, never neither.
-        tmp = self.directory / f".{ACTIVE_FILE}.tmp"
-        tmp.write_text(kid.hex() + "\n")
-        os.replace(tmp, self.directory / ACTIVE_FILE)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.directory / ACTIVE_FILE, (kid.hex() + "\n").encode(), 0o644)
         return kid
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The signing key named by `path`: a PEM private key file, or a keyring directory's active key."""
+    """The signing key named by `path`: a PEM private key file, or a keyring directory's active key
+    (`keys rotate`). The one loader of the agent, `keys` and the tests."""
     path = Path(path)
-    return Keyring(path).active_key() if path.is_dir() else load_private_key(path)
+    if path.is_dir():
+        return Keyring(path).active_key()
+    if not path.exists():
+        raise KeyFileError(
+            f"{path}: no signing key; create one with `firmware-agent keys generate --out {path}`"
+        )
+    return load_private_key(path)
 
 
 def load_verification_keys(paths: list[Path]) -> dict[bytes, Ed25519PublicKey]:

@@ -120,21 +120,20 @@ def test_errors_name_the_file_and_key(tmp_path: Path, text: str, needle: str) ->
 
 
 def test_loose_secrets_are_refused(tmp_path: Path) -> None:
-    from firmware_agent.service.agent import load_signer
     from firmware_agent.telemetry.broker import BrokerConfig
-    from firmware_agent.telemetry.keys import Keyring
+    from firmware_agent.telemetry.keys import Keyring, load_signing_key
 
     ring = tmp_path / "ring"
     Keyring.create(ring)
-    load_signer(ring)
+    load_signing_key(ring)
     ring.chmod(0o777)
     with pytest.raises(UserError, match=r"keyring folder is accessible by group or others.*chmod 700"):
-        load_signer(ring)
+        load_signing_key(ring)
     ring.chmod(0o700)
     active = next(ring.glob("*.pem"))
     os.chown(active, 65534, -1)  # a key planted by another user
     with pytest.raises(UserError, match="owned by uid 65534"):
-        load_signer(ring)
+        load_signing_key(ring)
     tls_key = tmp_path / "client.key"
     tls_key.write_text("key")
     tls_key.chmod(0o644)

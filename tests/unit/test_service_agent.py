@@ -13,7 +13,7 @@ from firmware_agent.telemetry.keys import generate_private_key
 def test_a_health_file_that_cannot_be_written_is_counted_not_fatal(tmp_path: Path) -> None:
     generate_private_key(tmp_path / "key.pem")
     (tmp_path / "agent.toml").write_text("[pipeline]\nshutdown_timeout = 0\n")
-    (tmp_path / "state" / "health.tmp").mkdir(parents=True)  # the file it writes first is a folder
+    (tmp_path / "state" / "health.json" / "in-the-way").mkdir(parents=True)  # the rename cannot replace it
     config = load_config(
         tmp_path / "agent.toml",
         Overrides(
@@ -29,4 +29,5 @@ def test_a_health_file_that_cannot_be_written_is_counted_not_fatal(tmp_path: Pat
     stop.set()
     assert agent.run(stop) == 0
     assert agent.counters()["agent.health_write_errors"] >= 1
-    assert not (tmp_path / "state" / "health.json").exists()
+    assert (tmp_path / "state" / "health.json").is_dir()
+    assert not list((tmp_path / "state").glob(".health.json.*"))  # no temporary file left behind
