@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import can
 from cantools.database.can import Database, Message
 
+from firmware_agent.decode.busload import bus_bitrate, frame_seconds
 from firmware_agent.errors import UserError
 from firmware_agent.vehicle import BUS_NAMES
 
@@ -108,36 +109,15 @@ def parse_fault(spec: str) -> Fault:
     return Fault(name, start, duration, bus)
 
 
-def bus_bitrates(database: Database) -> tuple[int, int]:
-    """(nominal, data) bit rate of a bus from its DBC attributes (Baudrate, BaudrateCANFD)."""
-    dbc = database.dbc
-    values = {}
-    if dbc is not None:
-        for name in ("Baudrate", "BaudrateCANFD"):
-            if name in dbc.attributes:
-                values[name] = int(str(dbc.attributes[name].value))
-            elif name in dbc.attribute_definitions:
-                values[name] = int(str(dbc.attribute_definitions[name].default_value))
-    nominal = values.get("Baudrate", 500_000)
-    return nominal, values.get("BaudrateCANFD", nominal)
-
-
-def frame_seconds(length: int, extended: bool, fd: bool, nominal: int, data: int) -> float:
-    """Time one frame occupies the bus (without bit stuffing, with the interframe space)."""
-    if not fd:
-        return ((67 if extended else 47) + 8 * length) / nominal
-    arbitration_bits = 50 if extended else 30
-    data_bits = 8 * length + (21 if length > 16 else 17) + 10
-    return arbitration_bits / nominal + data_bits / data
-
-
 def periodic_load(database: Database) -> float:
-    """Fraction of the bus its periodic messages occupy."""
-    nominal, data = bus_bitrates(database)
+    """Fraction of the bus its periodic messages occupy (the one bus-load model, decode/busload.py)."""
+    bitrate = bus_bitrate(database)
     load = 0.0
     for message in database.messages:
         if message.cycle_time:
-            seconds = frame_seconds(message.length, message.is_extended_frame, message.is_fd, nominal, data)
+            seconds = frame_seconds(
+                message.length, message.is_extended_frame, bitrate, switched=message.is_fd
+            )
             load += seconds / (message.cycle_time / 1000.0)
     return load
 
@@ -162,9 +142,8 @@ class FaultInjector:
         self._next_extra = [fault.start for fault in faults]
         self._flood_interval: dict[str, float] = {}
         for bus, database in databases.items():
-            nominal, _ = bus_bitrates(database)
             free = max(0.02, 1.0 - periodic_load(database))
-            self._flood_interval[bus] = frame_seconds(8, False, False, nominal, nominal) / free
+            self._flood_interval[bus] = frame_seconds(8, False, bus_bitrate(database)) / free
 
     def _hits(self, index: int, t: float, message: Message) -> bool:
         fault = self.injected[index].fault

@@ -1,11 +1,12 @@
 """What a decode run saw: frames per message, rates, skips and why, unknown IDs, bus load per channel.
 
-Bus load is an estimate: nominal frame bits without bit stuffing (classic CAN: 47 + 8 x bytes for 11-bit
-IDs, 67 + 8 x bytes for 29-bit IDs, interframe space included), over the time between a channel's first
-and last frame. The bitrate is `--bitrate` when given, else what the channel's database declares
-(DBC `BA_ "Baudrate"`), else 500 kbit/s. For CAN FD frames sent with a bit-rate switch, the payload bits
-are counted at the data-phase bitrate (DBC `BA_ "BaudrateCANFD"`) when the database declares one and
-`--bitrate` is not given; everything else at the nominal bitrate.
+Bus load is an estimate by the one bus-load model (`decode/busload.py`: nominal frame bits without bit
+stuffing, classic CAN: 47 + 8 x bytes for 11-bit IDs, 67 + 8 x bytes for 29-bit IDs, interframe space
+included), over the time between a channel's first and last frame. The bitrate is `--bitrate` when
+given, else what the channel's database declares (DBC `BA_ "Baudrate"`), else 500 kbit/s. For CAN FD
+frames sent with a bit-rate switch, the payload bits are counted at the data-phase bitrate (DBC
+`BA_ "BaudrateCANFD"`) when the database declares one and `--bitrate` is not given; everything else at
+the nominal bitrate.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TextIO
 
 import numpy as np
 
+from firmware_agent.decode.busload import DEFAULT_BITRATE, header_bits
 from firmware_agent.decode.catalog import BusBitrate
 from firmware_agent.decode.compiled import SKIP_UNKNOWN_ID
 from firmware_agent.decode.readers.frames import FrameBatch
@@ -40,7 +42,6 @@ class _Span:
 
 
 #: The bitrate assumed for a channel whose database declares none.
-DEFAULT_BITRATE = 500_000
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Summary:
         """Account for one batch and what decoding it gave."""
         self.frames += len(batch)
         payload_bits = 8 * batch.length.astype(np.int64)
-        bits = np.where(batch.is_extended, 67, 47) + payload_bits
+        bits = np.where(batch.is_extended, header_bits(True), header_bits(False)) + payload_bits
         switched = batch.bitrate_switch
         for code, name in enumerate(batch.channels):
             rows = batch.channel == code

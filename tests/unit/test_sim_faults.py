@@ -7,12 +7,13 @@ from collections import defaultdict
 import can
 import pytest
 
+from firmware_agent.decode.busload import bus_bitrate, frame_seconds
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.e2e import profile_for
 from firmware_agent.errors import UserError
 from firmware_agent.vehicle import default_dbc_specs
 from sim import Simulation, parse_fault
-from sim.faults import FLOOD_ID, Fault, bus_bitrates, frame_seconds
+from sim.faults import FLOOD_ID, Fault
 
 FAULTS = (
     "bad-crc@10:powertrain",
@@ -108,8 +109,8 @@ def test_flood_fills_the_bus_to_100_percent(faulty, catalog):
     assert floods and all(f.data == bytes(8) for f in floods)
     assert not [f for f in frames if f.arbitration_id == FLOOD_ID and not 12.0 <= _t(simulation, f) < 13.0
                 and not f.is_error_frame]  # fmt: skip
-    nominal, data = bus_bitrates(simulation.databases["chassis"])
-    busy = sum(frame_seconds(len(f.data), f.is_extended_id, f.is_fd, nominal, data) for f in chassis)
+    bitrate = bus_bitrate(simulation.databases["chassis"])
+    busy = sum(frame_seconds(len(f.data), f.is_extended_id, bitrate, f.bitrate_switch) for f in chassis)
     assert busy == pytest.approx(1.0, abs=0.03)
 
 
