@@ -10,22 +10,14 @@ from __future__ import annotations
 import importlib
 
 from firmware_agent.sources.base import EndOfSource, KernelFilter, Source
-from firmware_agent.sources.spec import KINDS, SourceSpec
-
-_CLASSES = {
-    "socketcan": "SocketcanSource",
-    "slcan": "SlcanSource",
-    "virtual": "VirtualSource",
-    "replay": "ReplaySource",
-    "sim": "SimSource",
-}
+from firmware_agent.sources.spec import KINDS, SOURCE_CLASSES, SourceSpec
 
 
 def open_source(spec: str | SourceSpec) -> Source:
     """Create (not yet open) the source a spec names; `UserError` for a bad spec."""
     parsed = spec if isinstance(spec, SourceSpec) else SourceSpec.parse(spec)
     module = importlib.import_module(f"firmware_agent.sources.{parsed.kind}")
-    cls: type[Source] = getattr(module, _CLASSES[parsed.kind])
+    cls: type[Source] = getattr(module, SOURCE_CLASSES[parsed.kind])
     return cls(parsed)
 
 

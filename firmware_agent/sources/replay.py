@@ -16,8 +16,7 @@ from firmware_agent.decode.readers import detect_format, open_capture
 from firmware_agent.decode.readers.candump_log import CandumpLogReader
 from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
-from firmware_agent.sources.base import EndOfSource, Source
-from firmware_agent.sources.pacing import Pacer
+from firmware_agent.sources.playback import PlaybackSource
 from firmware_agent.sources.spec import SourceSpec
 
 #: Frames (python-can formats) or bytes (candump -L) the capture reader takes at a time: bounded memory.
@@ -25,12 +24,11 @@ CHUNK_FRAMES = 5_000
 BLOCK_BYTES = 256 << 10
 
 
-class ReplaySource(Source):
+class ReplaySource(PlaybackSource):
     """Reads every capture format `firmware-agent decode` reads (`decode.readers.open_capture`): candump -L
     (also with hex-letter FD flags), candump console output, ASC (also gzipped), BLF, TRC, CSV, MF4."""
 
     OPTIONS = ("speed", "loop")
-    live = False
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
@@ -41,9 +39,7 @@ class ReplaySource(Source):
             self.format_name = detect_format(str(self.path))
         except UserError as exc:
             raise UserError(f"source {spec.text!r}: {exc}") from exc
-        self.speed: float | None = spec.number("speed", 0.0) if "speed" in spec.options else None
         self.loops = spec.integer("loop", 1)
-        self._frames: Iterator[can.Message] | None = None
         #: Malformed capture lines skipped so far, over every pass (candump readers skip and count them).
         self.stats = ReadStats()
 
@@ -52,14 +48,10 @@ class ReplaySource(Source):
         """The bus name, else the capture's file name."""
         return self.spec.bus or self.path.name
 
-    def open(self) -> None:
-        """Start reading the capture from its beginning."""
-        self._frames = self._play()
-
-    def _play(self) -> Iterator[can.Message]:
+    def frames(self) -> Iterator[can.Message]:
+        """Every pass over the capture, each shifted to start after the previous one ended."""
         shift = 0.0
         first: float | None = None
-        pacer = Pacer(self.speed)
         for _ in range(self.loops):
             last = first if first is not None else 0.0
             for frame in _frames_of(self.path, self.format_name, self.stats):
@@ -67,9 +59,6 @@ class ReplaySource(Source):
                     first = last = frame.timestamp
                 last = max(last, frame.timestamp)
                 frame.timestamp += shift
-                if self.spec.bus is not None:
-                    frame.channel = self.spec.bus
-                pacer.wait_for(frame.timestamp)
                 yield frame
             if first is None:
                 return
@@ -80,20 +69,9 @@ class ReplaySource(Source):
         """`malformed_lines`: capture lines the reader could not parse and skipped."""
         return {"malformed_lines": self.stats.malformed}
 
-    def read(self, timeout: float) -> can.Message | None:
-        """The next frame of the capture; `EndOfSource` after the last pass."""
-        if self._frames is None:
-            raise EndOfSource
-        try:
-            return next(self._frames)
-        except StopIteration:
-            raise EndOfSource from None
-        except Exception as exc:  # every reader has its own parse errors; all mean "not a readable capture"
-            raise UserError(f"source {self.spec.text!r}: cannot read {self.path}: {exc}") from exc
-
-    def close(self) -> None:
-        """Forget the reader."""
-        self._frames = None
+    def failure(self, exc: Exception) -> Exception:
+        """Every reader has its own parse errors; all mean "not a readable capture"."""
+        return UserError(f"source {self.spec.text!r}: cannot read {self.path}: {exc}")
 
 
 def _frames_of(path: Path, format_name: str, stats: ReadStats) -> Iterator[can.Message]:

@@ -16,22 +16,19 @@ from typing import Any
 import can
 
 from firmware_agent.errors import UserError
-from firmware_agent.sources.base import EndOfSource, Source
-from firmware_agent.sources.pacing import Pacer
+from firmware_agent.sources.playback import PlaybackSource
 from firmware_agent.sources.spec import SourceSpec
 from firmware_agent.values import MAX_FRAME_TIME
 
 
-class SimSource(Source):
+class SimSource(PlaybackSource):
     """The simulator as a source; `duration` (seconds, default 60) makes it finite."""
 
     OPTIONS = ("driver", "scenario", "seed", "duration", "speed", "fault", "start")
-    live = False
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         self.duration = spec.number("duration", 60.0)
-        self.speed: float | None = spec.number("speed", 1.0) if "speed" in spec.options else None
         seed = spec.option("seed", "0") or "0"
         if not seed.isdigit():
             raise UserError(f"source {spec.text!r}: option seed={seed!r} must be a non-negative integer")
@@ -42,7 +39,6 @@ class SimSource(Source):
                 self.options[key] = value
         self.start = spec.number("start", 0.0) if "start" in spec.options else None
         self.faults = [text for text in (spec.option("fault") or "").split(";") if text.strip()]
-        self._frames: Iterator[can.Message] | None = None
         self._check()
 
     def _check(self) -> None:
@@ -68,8 +64,8 @@ class SimSource(Source):
         """The bus name, else `sim`."""
         return self.spec.bus or "sim"
 
-    def open(self) -> None:
-        """Build the simulation (persona, scenario and seed are checked here)."""
+    def frames(self) -> Iterator[can.Message]:
+        """Build the simulation now (not a generator: a bad argument fails at `open`) and run it."""
         try:
             from sim import Simulation, parse_fault
         except ImportError as exc:
@@ -80,25 +76,4 @@ class SimSource(Source):
             simulation = Simulation(start_time=start, faults=faults, **self.options)
         except UserError as exc:
             raise UserError(f"source {self.spec.text!r}: {exc}") from exc
-        self._frames = self._paced(simulation.frames())
-
-    def _paced(self, frames: Iterator[can.Message]) -> Iterator[can.Message]:
-        pacer = Pacer(self.speed)
-        for frame in frames:
-            if self.spec.bus is not None:
-                frame.channel = self.spec.bus
-            pacer.wait_for(frame.timestamp)
-            yield frame
-
-    def read(self, timeout: float) -> can.Message | None:
-        """The next simulated frame; `EndOfSource` once `duration` is reached."""
-        if self._frames is None:
-            raise EndOfSource
-        try:
-            return next(self._frames)
-        except StopIteration:
-            raise EndOfSource from None
-
-    def close(self) -> None:
-        """Drop the simulation."""
-        self._frames = None
+        return simulation.frames()

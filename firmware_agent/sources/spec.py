@@ -23,8 +23,17 @@ from urllib.parse import parse_qsl
 
 from firmware_agent.errors import UserError
 
-#: Every source kind, each implemented by the module of the same name in this package.
-KINDS: tuple[str, ...] = ("socketcan", "slcan", "virtual", "replay", "sim")
+#: The one list of source kinds: each kind is implemented by the module of the same name in this package,
+#: by the `Source` subclass named here (`open_source` imports it only when a spec names the kind).
+SOURCE_CLASSES: dict[str, str] = {
+    "socketcan": "SocketcanSource",
+    "slcan": "SlcanSource",
+    "virtual": "VirtualSource",
+    "replay": "ReplaySource",
+    "sim": "SimSource",
+}
+#: Every source kind, in the order the help texts list them.
+KINDS: tuple[str, ...] = tuple(SOURCE_CLASSES)
 
 _BUS_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 

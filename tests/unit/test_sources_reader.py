@@ -152,6 +152,40 @@ def test_replay_loops_move_time_forward(tmp_path: Path) -> None:
     assert {m.channel for m in received} == {"bench"}
 
 
+def test_paced_replay_hands_each_frame_over_within_the_chunk_time(tmp_path: Path) -> None:
+    # issue 9: 10 frames 0.5 s apart at speed=1 reached the pipeline as one chunk after 4.5 s
+    capture = tmp_path / "slow.log"
+    capture.write_text("".join(f"({T0 + i / 2:.6f}) can0 100#{i:02X}\n" for i in range(10)))
+    frames = FrameQueue(ReaderSettings())
+    reader = SourceReader(open_source(f"replay:{capture}?speed=1"), frames, EventBox())
+    started = time.monotonic()
+    reader.start()
+    arrivals: list[tuple[float, int]] = []
+    try:
+        while len(arrivals) < 10 and time.monotonic() - started < 15:
+            chunk = frames.get(0.05)
+            arrivals += [(time.monotonic() - started, m.data[0]) for m in chunk or []]
+    finally:
+        reader.stop()
+    assert [data for _, data in arrivals] == list(range(10))
+    for at, data in arrivals:
+        assert data / 2 - 0.01 <= at < data / 2 + 0.3, f"frame {data} arrived at {at:.2f} s"
+
+
+def test_paced_sim_source_keeps_pace_and_stops_promptly() -> None:
+    source = open_source("sim:duration=30,speed=1,seed=1")
+    frames = FrameQueue(ReaderSettings())
+    reader = SourceReader(source, frames, EventBox())
+    reader.start()
+    time.sleep(1.0)
+    stopping = time.monotonic()
+    reader.stop()
+    assert time.monotonic() - stopping < 1.0
+    received = drain(frames)
+    span = received[-1].timestamp - received[0].timestamp
+    assert received and 0.5 < span < 1.3  # about one second of simulated driving in one second
+
+
 def test_replay_skips_malformed_lines_and_counts_them(tmp_path: Path) -> None:
     capture = tmp_path / "drive.log"
     capture.write_text(
