@@ -21,6 +21,8 @@ from typing import Any
 from cantools.database.can import Message, Signal
 from cantools.database.conversion import IdentityConversion, LinearIntegerConversion, NamedSignalConversion
 
+from firmware_agent.decode.cantools_private import message_codec, numeric_conversion
+
 
 @dataclass(frozen=True)
 class SignalLayout:
@@ -78,9 +80,7 @@ class MessageLayout:
 
 def message_layout(message: Message) -> MessageLayout:
     """Describe `message` the way its cantools codec unpacks it."""
-    codec = message._codecs  # cantools keeps the codec tree private; it is the oracle we match
-    if codec is None:
-        raise ValueError(f"message {message.name} has no codec")
+    codec = message_codec(message)  # cantools keeps the codec tree private; it is the oracle we match
     length = message.length
     root = _node_layout(codec, length)
     container = bool(message.is_container)
@@ -142,7 +142,7 @@ def _signal_layout(signal: Signal, integer: str, shift: int) -> SignalLayout:
     choices: Mapping[int, Any] = {}
     if isinstance(conversion, NamedSignalConversion):
         choices = conversion.choices
-        conversion = conversion._conversion  # the numeric conversion cantools applies without a choice
+        conversion = numeric_conversion(conversion)  # what cantools applies to a raw value without a name
     if isinstance(conversion, IdentityConversion):
         kind_of_conversion = "identity"
     elif isinstance(conversion, LinearIntegerConversion):

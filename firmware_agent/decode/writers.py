@@ -18,6 +18,7 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 from cantools.database.can import Message, Signal
 
+from firmware_agent.decode.cantools_private import numeric_conversion
 from firmware_agent.decode.records import column_values, group_json_lines, in_capture_order
 from firmware_agent.decode.vectorised import DecodedGroup
 from firmware_agent.errors import UserError
@@ -296,7 +297,7 @@ def _arrow_strings(pa: Any, items: list[str]) -> Any:
 
 def _column_dtype(signal: Signal) -> np.dtype:
     """int64 where cantools gives integers (uint64 for 64-bit unsigned raw values), else float64."""
-    conversion = getattr(signal.conversion, "_conversion", signal.conversion)  # beneath a value table
+    conversion = numeric_conversion(signal.conversion)  # beneath a value table
     if signal.conversion.is_float or type(conversion).__name__ == "LinearConversion":
         return np.dtype(np.float64)
     if signal.length == 64 and not signal.is_signed and type(conversion).__name__ == "IdentityConversion":
