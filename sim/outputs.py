@@ -11,8 +11,8 @@ interface down and up with `ip link` when permitted; otherwise the gap is only s
 
 from __future__ import annotations
 
+import logging
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +23,9 @@ import can
 from firmware_agent.errors import UserError
 from firmware_agent.vehicle import BUS_NAMES
 from sim.faults import Fault
+
+#: Where the simulator reports what it could not do (without a handler: one line on stderr).
+log = logging.getLogger("sim")
 
 #: Capture formats by file suffix, as python-can's `can.Logger` picks its writer.
 CAPTURE_SUFFIXES = (".log", ".asc", ".blf")
@@ -224,5 +227,5 @@ class _LinkToggler:
         if problem:
             self._disabled = True
             report.notes.append(f"link-down: `{' '.join(command)}` failed ({problem}); gap simulated only")
-            print(f"firmware-agent sim: {report.notes[-1]}", file=sys.stderr)
+            log.warning("firmware-agent sim: %s", report.notes[-1])
         return not problem

@@ -38,12 +38,12 @@ LIFT_OFF_DECEL = {GEAR_D: 0.35, GEAR_B: 1.4, GEAR_R: 0.35}
 
 def pressure_for_pedal(brake_pedal: float) -> float:
     """Master-cylinder pressure (bar) for a brake pedal travel 0..1 (progressive booster curve)."""
-    return BRAKE_PRESSURE_MAX * max(0.0, brake_pedal) ** 1.5
+    return float(BRAKE_PRESSURE_MAX * max(0.0, brake_pedal) ** 1.5)
 
 
 def pedal_for_pressure(pressure: float) -> float:
     """Inverse of `pressure_for_pedal`."""
-    return (max(0.0, pressure) / BRAKE_PRESSURE_MAX) ** (1 / 1.5)
+    return float((max(0.0, pressure) / BRAKE_PRESSURE_MAX) ** (1 / 1.5))
 
 
 def resistance(speed: float) -> float:

@@ -313,7 +313,8 @@ class OnChangeRunner(Runner):
             delta = abs(value - last)  # type: ignore[operator]
         except TypeError:
             return bool(value == last)
-        return delta <= self._deadband or delta <= self._relative * abs(last)  # type: ignore[arg-type]
+        unchanged: bool = delta <= self._deadband or delta <= self._relative * abs(last)  # type: ignore[arg-type]
+        return unchanged
 
     def accept(self, sample: Sample) -> None:
         """Hot path without throttling (`_unchanged` inlined)."""

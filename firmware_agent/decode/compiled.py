@@ -9,7 +9,7 @@ cantools' own `NamedSignalValue` objects for value-table entries).
 Public API (stable; the agent pipeline builds on it):
 
 - `compile_message(message, decode_choices=True) -> CompiledMessage`
-- `CompiledMessage.decode(data: bytes) -> dict[str, SignalValue]`, raising `DecodeSkip` exactly where
+- `CompiledMessage.decode(data: bytes) -> dict[str, DecodedValue]`, raising `DecodeSkip` exactly where
   `message.decode(data, decode_choices=...)` raises: data shorter than the message, an undefined
   multiplexer value, a layout cantools cannot unpack, a value cantools cannot convert (NaN choice key).
 - `FrameDecoder(catalog, decode_choices=True)` with `.decode(frame: can.Message)` returning
@@ -37,6 +37,10 @@ from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.layout import MessageLayout, NodeLayout, SignalLayout, message_layout
 from firmware_agent.decode.memo import KeyMemo
 from firmware_agent.values import SignalValue
+
+#: A signal value as `Message.decode` gives it: a number, or cantools' `NamedSignalValue` for a
+#: value-table entry (with `decode_choices`); `compile_row` gives the entry's name (`str`) instead.
+DecodedValue = int | float | str | NamedSignalValue
 
 #: Skip reasons, shared with the vectorised decoder and the summary.
 SKIP_UNKNOWN_ID = "unknown id"
@@ -71,7 +75,7 @@ class CompiledMessage:
         self.layout = message_layout(message)
         self._function = _compile(self.layout, decode_choices)
 
-    def decode(self, data: bytes | bytearray) -> dict[str, SignalValue]:
+    def decode(self, data: bytes | bytearray) -> dict[str, DecodedValue]:
         """Decode one payload; raises `DecodeSkip` where cantools raises."""
         try:
             return self._function(data)
@@ -126,7 +130,7 @@ class FrameDecoder:
         self._by_key.remember(key, compiled)  # bounded: see decode.memo
         return compiled
 
-    def decode(self, frame: can.Message) -> tuple[Message, dict[str, SignalValue]] | None:
+    def decode(self, frame: can.Message) -> tuple[Message, dict[str, DecodedValue]] | None:
         """Decode one frame; None (and a count in `skips`) when it is unknown or cantools would refuse it."""
         if frame.is_error_frame or frame.is_remote_frame:
             self.skips[SKIP_ERROR_FRAME if frame.is_error_frame else SKIP_REMOTE] += 1
@@ -311,11 +315,13 @@ def _uses(node: NodeLayout, integer: str) -> bool:
     )
 
 
-def _refuse_container(data: bytes | bytearray) -> dict[str, Any]:
+def _refuse_container(data: bytes | bytearray) -> dict[str, DecodedValue]:
     raise DecodeSkip(SKIP_CONTAINER)
 
 
-def _compile(layout: MessageLayout, decode_choices: bool) -> Callable[[bytes | bytearray], dict[str, Any]]:
+def _compile(
+    layout: MessageLayout, decode_choices: bool
+) -> Callable[[bytes | bytearray], dict[str, DecodedValue]]:
     if layout.container:
         return _refuse_container
     generator = _Generator(layout, decode_choices)
@@ -324,5 +330,5 @@ def _compile(layout: MessageLayout, decode_choices: bool) -> Callable[[bytes | b
     exec(compile(source, f"<decoder {layout.name}>", "exec"), namespace)
     for table in generator.dispatch_tables:
         namespace[table] = {value: namespace[function] for value, function in namespace[table].items()}
-    function: Callable[[bytes | bytearray], dict[str, Any]] = namespace["decode"]
+    function: Callable[[bytes | bytearray], dict[str, DecodedValue]] = namespace["decode"]
     return function

@@ -176,7 +176,7 @@ class _Words:
             return self._wide_bits(integer, shift, length)
         start = min(first, self.padded - 8)
         word = self._word(integer, start)
-        value = word >> np.uint64(shift - 8 * start)
+        value: np.ndarray = word >> np.uint64(shift - 8 * start)
         if length < 64:
             value = value & np.uint64((1 << length) - 1)
         return value
@@ -396,7 +396,8 @@ def _scale(number: np.ndarray, signal: SignalLayout) -> np.ndarray:
         scale, offset = int(signal.scale), int(signal.offset)
         bound = (1 << signal.length) * abs(scale) + abs(offset)
         if bound < 1 << 62 and number.dtype != np.uint64:
-            return number * np.int64(scale) + np.int64(offset)
+            scaled_ints: np.ndarray = number * np.int64(scale) + np.int64(offset)
+            return scaled_ints
         return np.array([int(value) * scale + offset for value in number.tolist()], dtype=object)
     return number.astype(np.float64) * float(signal.scale) + float(signal.offset)
 

@@ -33,7 +33,8 @@ class RunningDecision:
             return np.full(count, -math.log(count))
         prior = np.full(count, (1.0 - self.explicit_prior) / (count - 1))
         prior[self.labels.index(explicit)] = self.explicit_prior
-        return np.log(prior)
+        log_prior: np.ndarray = np.log(prior)
+        return log_prior
 
     def set_explicit(self, explicit: str | None) -> None:
         """The key (or profile) in use changed: the prior follows it, the behavioural evidence stays."""
@@ -48,7 +49,8 @@ class RunningDecision:
         """Probability of each label (and, last, of an unknown driver)."""
         scores = self.log_prior + self.evidence
         scores = np.exp(scores - scores.max())
-        return scores / scores.sum()
+        normalised: np.ndarray = scores / scores.sum()
+        return normalised
 
     def probability(self, label: str) -> float:
         """The posterior of one label (0 for a label the model does not know)."""

@@ -96,7 +96,7 @@ def _fill_gaps(window: np.ndarray) -> np.ndarray:
     missing = np.isnan(window)
     if not missing.any():
         return window
-    filled = window.copy()
+    filled: np.ndarray = window.copy()
     index = np.arange(window.shape[0])
     for column in np.flatnonzero(missing.any(axis=0)):
         present = ~missing[:, column]
@@ -145,16 +145,19 @@ def _trailing(values: np.ndarray, seconds: int, statistic: str) -> np.ndarray:
     The window's first value stands in for the seconds before the window starts.
     """
     front = np.repeat(values[:, :1], seconds - 1, axis=1)
-    view = sliding_window_view(np.concatenate([front, values], axis=1), seconds, axis=1)
+    view: np.ndarray = sliding_window_view(np.concatenate([front, values], axis=1), seconds, axis=1)
+    result: np.ndarray
     if statistic == "min":
-        return view.min(axis=2)
-    if statistic == "max":
-        return view.max(axis=2)
-    if statistic == "std":
-        return view.std(axis=2)
-    if statistic == "absmean":
-        return np.abs(view).mean(axis=2)
-    return view.mean(axis=2)
+        result = view.min(axis=2)
+    elif statistic == "max":
+        result = view.max(axis=2)
+    elif statistic == "std":
+        result = view.std(axis=2)
+    elif statistic == "absmean":
+        result = np.abs(view).mean(axis=2)
+    else:
+        result = view.mean(axis=2)
+    return result
 
 
 def _lagged(values: np.ndarray, lag: int) -> np.ndarray:

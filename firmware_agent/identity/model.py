@@ -96,7 +96,8 @@ class Forest:
                 break
             step = rows[index, self.feature[node]] > self.threshold[node]
             node = np.where(inner, left + step, node)
-        return self.value[node].mean(axis=1)
+        mean: np.ndarray = self.value[node].mean(axis=1)
+        return mean
 
 
 @dataclass
@@ -220,7 +221,8 @@ class DriverModel:
         floor = PROBABILITY_FLOOR / classes
         log_p = np.log((1.0 - PROBABILITY_FLOOR) * probabilities + floor).reshape(count, length, -1)
         used = np.maximum(valid.sum(axis=1), 1)[:, None]
-        return (log_p * valid[:, :, None]).sum(axis=1) / used
+        average: np.ndarray = (log_p * valid[:, :, None]).sum(axis=1) / used
+        return average
 
     def _scores_of(self, features: np.ndarray) -> np.ndarray:
         seconds, valid = _second_rows(_as_matrix(features))
@@ -514,7 +516,8 @@ def _as_matrix(features: np.ndarray) -> np.ndarray:
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    probabilities: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def _block_positions(blocks: list[str]) -> dict[str, list[int]]:

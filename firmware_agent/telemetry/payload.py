@@ -63,7 +63,8 @@ def _plain(value: Any) -> SignalValue:
     """Turn numpy scalars and bools into the int/float/str that CBOR encodes compactly."""
     kind = type(value)
     if kind is float or kind is int or kind is str:
-        return value
+        plain: SignalValue = value
+        return plain
     if isinstance(value, bool):
         return int(value)
     if hasattr(value, "item"):  # numpy scalar

@@ -408,7 +408,8 @@ def _field_lengths(after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _any_per_row(flags: np.ndarray) -> np.ndarray:
     """Row-wise any() of a C-contiguous bool matrix whose width is a multiple of 8, 8 flags per word."""
     words = np.ascontiguousarray(flags).view(np.uint64)
-    return np.bitwise_or.reduce(words, axis=1) != 0 if words.shape[1] > 1 else words[:, 0] != 0
+    nonzero: np.ndarray = np.bitwise_or.reduce(words, axis=1) != 0 if words.shape[1] > 1 else words[:, 0] != 0
+    return nonzero
 
 
 def _first_per_row(flags: np.ndarray) -> np.ndarray:
@@ -445,7 +446,8 @@ def _decimal8(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _zero_fill(words: np.ndarray, masks: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Text words with the bytes outside `masks[keep]` (per row) replaced by ASCII '0'."""
     mask = masks[np.clip(keep, 0, 8)].reshape(words.shape)
-    return (words & mask) | (_ZEROS_WORD & ~mask)
+    filled: np.ndarray = (words & mask) | (_ZEROS_WORD & ~mask)
+    return filled
 
 
 def _unhex(text: np.ndarray, copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
