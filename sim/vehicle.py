@@ -11,10 +11,12 @@ Everything random comes from `random.Random` streams seeded with the seed: same 
 from __future__ import annotations
 
 import heapq
+import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import can
 import cantools
@@ -26,6 +28,7 @@ from firmware_agent.values import MAX_FRAME_TIME
 from firmware_agent.vehicle import BUS_NAMES, default_dbc_dir
 from sim.cabin import CLOSING_TIME, DEPART, DOOR_CLOSE, IGNITION_ON, Cabin
 from sim.driver import Driver
+from sim.faults import KINDS as FAULT_KINDS
 from sim.faults import Fault, FaultInjector, InjectedFault
 from sim.personas import PERSONAS, Persona, find_persona
 from sim.physics import VehicleModel
@@ -80,6 +83,22 @@ def _limits(message: Message) -> dict[str, tuple[float, float]]:
     return out
 
 
+class SimulationError(UserError):
+    """A simulation argument that cannot be used: `argument` names it (as `Simulation` spells it), `value`
+    is its text ("" for names, whose `problem` already quotes them)."""
+
+    def __init__(self, argument: str, value: str, problem: str) -> None:
+        super().__init__(f"{argument} {value}: {problem}" if value else f"{argument}: {problem}")
+        self.argument, self.value, self.problem = argument, value, problem
+
+
+def _found(find: Callable[[Any], Any], value: object, argument: str) -> Any:
+    try:
+        return find(value)
+    except UserError as exc:
+        raise SimulationError(argument, "", str(exc)) from None
+
+
 class Simulation:
     """One simulated trip: persona, scenario, seed, duration and faults in; frames and ground truth out.
 
@@ -104,31 +123,73 @@ class Simulation:
         hard_brakes: Sequence[float] = (),
         odometer_km: float | None = None,
     ) -> None:
-        self.persona = driver if isinstance(driver, Persona) else find_persona(driver)
-        self.scenario = scenario if isinstance(scenario, Scenario) else find_scenario(scenario)
+        self.persona, self.scenario, key_owner = Simulation.check(
+            driver, scenario, seed, duration, faults, key_owner, start_time, hard_brakes, odometer_km
+        )
         if key_owner is None and self.scenario.borrowed_key:
             key_owner = PERSONAS[1] if self.persona.number == 1 else PERSONAS[0]
-        if key_owner is None:
-            key_owner = self.persona
-        self.key_owner = key_owner if isinstance(key_owner, Persona) else find_persona(key_owner)
+        self.key_owner = key_owner or self.persona
         self.seed = seed
         self.duration = float(duration)
         self.start_time = float(start_time)
-        latest_start = MAX_FRAME_TIME - self.duration
-        if not (0.0 <= self.duration <= MAX_FRAME_TIME and 0.0 <= self.start_time <= latest_start):
-            # frames at such times would be refused by the agent (and float64 cannot step their clocks)
-            raise UserError(
-                f"start time {self.start_time:g} and duration {self.duration:g}: the drive must lie between "
-                f"0 and {MAX_FRAME_TIME:.0f} (2100-01-01) seconds since the epoch"
-            )
         self.channels = {bus: bus for bus in BUS_NAMES} | dict(channels or {})
         self.faults = list(faults)
         self.hard_brakes = sorted(hard_brakes)
-        if odometer_km is not None and not 0.0 <= odometer_km <= 2_000_000.0:
-            raise UserError(f"odometer {odometer_km:g} km: must be 0..2,000,000")
         self.odometer_km = odometer_km
         self.databases = load_databases()
         self.injected: list[InjectedFault] = []
+        try:
+            FaultInjector(self.faults, self.databases)  # a fault its bus cannot carry fails here, not later
+        except UserError as exc:
+            raise SimulationError("faults", "", str(exc)) from None
+
+    @staticmethod
+    def check(
+        driver: Persona | str | int = 1,
+        scenario: Scenario | str = "city",
+        seed: int = 0,
+        duration: float = 120.0,
+        faults: Sequence[Fault] = (),
+        key_owner: Persona | str | int | None = None,
+        start_time: float = DEFAULT_EPOCH,
+        hard_brakes: Sequence[float] = (),
+        odometer_km: float | None = None,
+    ) -> tuple[Persona, Scenario, Persona | None]:
+        """The one check of a simulation's arguments (every front door: `Simulation(...)`, the `sim` CLI,
+        the `sim:` source before it opens); returns the persona, scenario and key owner they name.
+        Raises `SimulationError` naming the argument."""
+        persona = driver if isinstance(driver, Persona) else _found(find_persona, driver, "driver")
+        chosen = scenario if isinstance(scenario, Scenario) else _found(find_scenario, scenario, "scenario")
+        owner = None
+        if key_owner is not None:
+            owner = (
+                key_owner if isinstance(key_owner, Persona) else _found(find_persona, key_owner, "key_owner")
+            )
+        if not (isinstance(seed, int) and seed >= 0):
+            raise SimulationError("seed", f"{seed}", "must be a whole number, 0 or more")
+        if not (math.isfinite(duration) and duration > 0):
+            raise SimulationError("duration", f"{duration:g}", "must be a positive number of seconds")
+        if not (duration <= MAX_FRAME_TIME and 0.0 <= start_time <= MAX_FRAME_TIME - duration):  # and not NaN
+            # frames at such times would be refused by the agent (and float64 cannot step their clocks)
+            raise SimulationError(
+                "start_time",
+                f"{start_time:g}",
+                f"with duration {duration:g} the drive must lie between 0 and {MAX_FRAME_TIME:.0f} "
+                "(2100-01-01) seconds since the epoch",
+            )
+        for moment in hard_brakes:
+            if not (math.isfinite(moment) and moment >= 0):
+                raise SimulationError(
+                    "hard_brakes", f"{moment:g}", "must be seconds from the start (0 or more)"
+                )
+        if odometer_km is not None and not 0.0 <= odometer_km <= 2_000_000.0:  # and not NaN
+            raise SimulationError("odometer_km", f"{odometer_km:g}", "must be a distance in km, 0..2,000,000")
+        for fault in faults:
+            if fault.kind not in FAULT_KINDS:
+                raise SimulationError("faults", f"{fault}", "unknown fault")
+            if fault.bus not in BUS_NAMES:
+                raise SimulationError("faults", f"{fault}", f"unknown bus {fault.bus!r}")
+        return persona, chosen, owner
 
     @property
     def borrowed(self) -> bool:

@@ -84,47 +84,33 @@ def add_subparser(subparsers: Any) -> None:
 
 
 def _do_sim(args: argparse.Namespace) -> int:
-    from sim import FAULT_KINDS, PERSONAS, SCENARIOS, Simulation, find_persona, find_scenario, parse_fault
+    from sim import FAULT_KINDS, PERSONAS, SCENARIOS, Simulation, parse_fault
     from sim.outputs import close_routes, open_routes, parse_map, plan_routes, send_paced, write_capture
-    from sim.vehicle import DEFAULT_EPOCH
+    from sim.vehicle import DEFAULT_EPOCH, SimulationError
 
     if args.list:
         _print_list(PERSONAS, SCENARIOS, FAULT_KINDS)
         return 0
-    if not (math.isfinite(args.duration) and args.duration > 0):
-        raise UserError(f"--duration {args.duration:g}: must be a positive number of seconds")
-    if args.seed < 0:
-        raise UserError(f"--seed {args.seed}: must not be negative")
     if not (math.isfinite(args.speed) and args.speed >= 0):
         raise UserError(f"--speed {args.speed:g}: must be 0 (unpaced) or a positive factor")
-    for moment in args.hard_brake:
-        if not (math.isfinite(moment) and moment >= 0):
-            raise UserError(f"--hard-brake {moment:g}: must be seconds from the start (0 or more)")
-    if args.start_time is not None and not math.isfinite(args.start_time):
-        raise UserError(f"--start-time {args.start_time:g}: must be a Unix time in seconds")
-    if args.odometer is not None and not (math.isfinite(args.odometer) and args.odometer >= 0):
-        raise UserError(f"--odometer {args.odometer:g}: must be a distance in km (0 or more)")
-    if args.out is None and not args.bus:
-        raise UserError("give --out FILE or --bus INTERFACE[:CHANNEL] (or --list)")
-    persona = _named(find_persona, args.driver, "--driver")
-    scenario = _named(find_scenario, args.scenario, "--scenario")
-    key_owner = _named(find_persona, args.key_of, "--key-of") if args.key_of else None
     faults = [parse_fault(spec) for spec in args.fault]
-    channels = parse_map(args.map)
     live = args.out is None
     start_time = args.start_time if args.start_time is not None else (time.time() if live else DEFAULT_EPOCH)
-    simulation = Simulation(
-        persona,
-        scenario,
-        args.seed,
-        args.duration,
-        faults,
-        key_owner,
-        start_time,
-        channels,
-        args.hard_brake,
-        odometer_km=args.odometer,
-    )
+    arguments = (args.driver, args.scenario, args.seed, args.duration, faults, args.key_of, start_time)
+    try:
+        # the simulation checks its own arguments; this door only names them as its options
+        Simulation.check(*arguments, args.hard_brake, args.odometer)
+        if args.out is None and not args.bus:
+            raise UserError("give --out FILE or --bus INTERFACE[:CHANNEL] (or --list)")
+        channels = parse_map(args.map)
+        simulation = Simulation(
+            *arguments, channels=channels, hard_brakes=args.hard_brake, odometer_km=args.odometer
+        )
+    except SimulationError as exc:
+        option = _OPTIONS.get(exc.argument, exc.argument)
+        raise UserError(
+            f"{option} {exc.value}: {exc.problem}" if exc.value else f"{option}: {exc.problem}"
+        ) from None
 
     started = time.perf_counter()
     if not live:
@@ -151,20 +137,27 @@ def _do_sim(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     borrowed = f" with {simulation.key_owner.name}'s key" if simulation.borrowed else ""
     rate = count / max(elapsed, 1e-9)
+    who, what = simulation.persona.name, simulation.scenario.name
     print(
-        f"firmware-agent sim: {persona.name} drives {scenario.name}{borrowed}, seed {args.seed}: "
+        f"firmware-agent sim: {who} drives {what}{borrowed}, seed {args.seed}: "
         f"{count} frames, {args.duration:g} s simulated in {elapsed:.2f} s ({rate:,.0f} frames/s) -> {where}",
         file=sys.stderr,
     )
     return 0
 
 
-def _named(find: Any, value: str, option: str) -> Any:
-    """Look a persona or scenario up, naming the option in the error."""
-    try:
-        return find(value)
-    except UserError as exc:
-        raise UserError(f"{option}: {exc}") from None
+#: `Simulation` argument -> the option that sets it
+_OPTIONS = {
+    "driver": "--driver",
+    "scenario": "--scenario",
+    "key_owner": "--key-of",
+    "seed": "--seed",
+    "duration": "--duration",
+    "start_time": "--start-time",
+    "hard_brakes": "--hard-brake",
+    "faults": "--fault",
+    "odometer_km": "--odometer",
+}
 
 
 def _print_list(personas: Any, scenarios: Any, kinds: Any) -> None:

@@ -18,7 +18,6 @@ import can
 from firmware_agent.errors import UserError
 from firmware_agent.sources.playback import PlaybackSource
 from firmware_agent.sources.spec import SourceSpec
-from firmware_agent.values import MAX_FRAME_TIME
 
 
 class SimSource(PlaybackSource):
@@ -42,20 +41,16 @@ class SimSource(PlaybackSource):
         self._check()
 
     def _check(self) -> None:
-        """Refuse an unknown driver, scenario or fault now rather than when the reader starts."""
-        from sim import find_persona, find_scenario, parse_fault
+        """Refuse what the simulation would refuse now rather than when the reader starts (the check is
+        the simulation's own, `Simulation.check`)."""
+        from sim import Simulation, parse_fault
 
-        start = self.start if self.start is not None else time.time()
-        if not (0.0 <= self.duration <= MAX_FRAME_TIME and 0.0 <= start <= MAX_FRAME_TIME - self.duration):
-            raise UserError(
-                f"source {self.spec.text!r}: start={start:g} and duration={self.duration:g} must keep the "
-                f"drive between 0 and {MAX_FRAME_TIME:.0f} (2100-01-01) seconds since the epoch"
-            )
         try:
-            find_persona(self.options.get("driver", 1))
-            find_scenario(self.options.get("scenario", "city"))
-            for text in self.faults:
-                parse_fault(text)
+            faults = [parse_fault(text) for text in self.faults]
+            options = dict(self.options)
+            start = self.start if self.start is not None else time.time()
+            driver, scenario = options.pop("driver", 1), options.pop("scenario", "city")
+            Simulation.check(driver, scenario, faults=faults, start_time=start, **options)
         except UserError as exc:
             raise UserError(f"source {self.spec.text!r}: {exc}") from exc
 

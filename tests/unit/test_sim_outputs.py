@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 from firmware_agent.cli import main
 from firmware_agent.vehicle import BUS_NAMES
 from sim import Simulation
+from sim.faults import Fault
+from sim.vehicle import SimulationError
 
 
 def _sim(tmp_path: Path, name: str, *args: str) -> Path:
@@ -130,3 +133,22 @@ def test_list_shows_personas_scenarios_and_faults(capsys):
     out = capsys.readouterr().out
     for word in ("anna", "ben", "chloe", "dev", "borrowed-key", "parking", "link-down", "flood"):
         assert word in out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        ({"duration": float("nan")}, "duration nan: must be a positive number of seconds"),
+        ({"duration": 0}, "duration 0: must be a positive"),
+        ({"driver": "zoe"}, "driver: unknown driver 'zoe'"),
+        ({"scenario": "moon"}, "scenario: unknown scenario 'moon'"),
+        ({"seed": -1}, "seed -1: must be a whole number"),
+        ({"hard_brakes": [float("inf")]}, "hard_brakes inf"),
+        ({"faults": [Fault("melt")]}, "unknown fault"),
+        ({"faults": [Fault("flood", bus="engine")]}, "unknown bus 'engine'"),
+    ],
+)
+def test_simulation_checks_its_own_arguments(arguments: dict, words: str) -> None:
+    # validation lives in the core, so every front door (CLI, sim: source, embedders) gets it
+    with pytest.raises(SimulationError, match=re.escape(words)):
+        Simulation(**arguments)
