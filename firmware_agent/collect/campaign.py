@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 from firmware_agent.collect.conditions import ConditionError, Expression, parse_condition
 from firmware_agent.collect.names import SignalNames
 from firmware_agent.errors import UserError
+from firmware_agent.tomlfile import parse_toml
 from firmware_agent.values import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL
 
 PERIODIC, ON_CHANGE, TRIGGERED, ALL = "periodic", "on_change", "triggered", "all"
@@ -113,25 +114,11 @@ def load_campaigns(path: Path, names: SignalNames | None = None) -> list[Campaig
     return loads_campaigns(text, str(path), names)
 
 
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
-
-
 def loads_campaigns(
     text: str, source: str = "<campaigns>", names: SignalNames | None = None
 ) -> list[Campaign]:
     """Parse campaign TOML text; `source` names it in errors (a file path, or e.g. `mqtt campaign`)."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        match = _TOML_POSITION.search(message)
-        if match:
-            line, column = match.groups()
-            problem = message[: match.start()]
-            raise CampaignError(f"{source}:{line}:{column}: TOML syntax error: {problem}") from exc
-        raise CampaignError(f"{source}: TOML syntax error: {message}") from exc
-    except RecursionError:  # tomllib recurses per nested array or table
-        raise CampaignError(f"{source}: TOML nested too deeply") from None
+    document = parse_toml(text, source, CampaignError)
     return parse_campaigns(document, source, names, text)
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 from firmware_agent.errors import UserError
 from firmware_agent.identity.settings import IdentitySettings
@@ -27,6 +27,7 @@ from firmware_agent.sources.reader import ReaderSettings
 from firmware_agent.sources.spec import SourceSpec
 from firmware_agent.telemetry.broker import BrokerConfig
 from firmware_agent.telemetry.topics import VEHICLE_ID_PATTERN
+from firmware_agent.tomlfile import key_line, parse_toml
 from firmware_agent.vehicle import default_dbc_dir, default_dbc_specs
 
 #: Where state lives when neither the file nor `--state-dir` says (systemd's `StateDirectory=` wins).
@@ -137,13 +138,16 @@ _SECTION_KEYS = {
 class _Reader:
     """Typed access to the file's values, each failure naming the file and the key."""
 
-    def __init__(self, origin: str, document: Mapping[str, Any], base: Path) -> None:
+    def __init__(self, origin: str, document: Mapping[str, Any], base: Path, text: str | None = None) -> None:
         self.origin = origin
         self.document = document
         self.base = base
+        self.source_text = text
 
     def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.origin}: {key}: {problem}")
+        line = key_line(self.source_text, key) if self.source_text is not None else None
+        where = f"{self.origin}:{line}" if line is not None else self.origin
+        return ConfigError(f"{where}: {key}: {problem}")
 
     def get(self, key: str) -> Any:
         node: Any = self.document
@@ -196,20 +200,14 @@ class _Reader:
         return value
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def _read_file(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such configuration file") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
-    try:
-        document: dict[str, Any] = tomllib.loads(text)
-        return document
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from exc
-    except RecursionError:  # tomllib recurses per nested array or table
-        raise ConfigError(f"{path}: TOML nested too deeply") from None
+    return text, parse_toml(text, str(path), ConfigError)
 
 
 def _check_keys(reader: _Reader) -> None:
@@ -231,10 +229,10 @@ def _flag_path(value: str | None) -> Path | None:
 
 def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
     """Read `path` (if any), apply `overrides`, fill defaults and validate; `ConfigError` on a problem."""
-    document = _read_file(path) if path is not None else {}
+    text, document = _read_file(path) if path is not None else (None, {})
     origin = str(path) if path is not None else _COMMAND_LINE
     base = path.parent if path is not None else Path.cwd()
-    file = _Reader(origin, document, base)
+    file = _Reader(origin, document, base, text)
     _check_keys(file)
     flags = _Reader(_COMMAND_LINE, {}, Path.cwd())
 
@@ -361,10 +359,10 @@ def load_identity_context(path: Path | None, state_dir: str | None, dbc: list[st
     Flags win over the file, as for `run`: `state_dir` and `dbc` (when given). Only the keys these need
     are read, so a configuration without sources or broker will do.
     """
-    document = _read_file(path) if path is not None else {}
+    text, document = _read_file(path) if path is not None else (None, {})
     origin = str(path) if path is not None else _COMMAND_LINE
     base = path.parent if path is not None else Path.cwd()
-    file = _Reader(origin, document, base)
+    file = _Reader(origin, document, base, text)
     _check_keys(file)
     table = file.get("identity") or {}
     if not isinstance(table, Mapping):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,7 @@ def test_errors_name_the_file_and_key(tmp_path: Path, text: str, needle: str) ->
     with pytest.raises(UserError) as error:
         load_config(path, Overrides())
     message = str(error.value)
-    assert message.startswith(f"{path}: ") and needle in message
+    assert re.match(rf"{re.escape(str(path))}(:\d+){{0,2}}: ", message) and needle in message
     assert "\n" not in message and "hunter2" not in message, "one line, never the password"
 
 
@@ -199,3 +200,15 @@ def test_unreadable_campaign_update_in_the_state_dir_is_a_user_error(
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "campaign-update.cbor: cannot read the last applied campaign update" in err[0]
+
+
+def test_config_errors_carry_the_line_like_campaign_errors(tmp_path: Path) -> None:
+    # one TOML reader (firmware_agent/tomlfile.py) for the configuration and the campaigns
+    path = write(tmp_path, GOOD.replace("max_inflight = 10", "max_inflight = 0"))
+    line = GOOD.splitlines().index("max_inflight = 10") + 1
+    with pytest.raises(
+        UserError, match=rf"^{re.escape(str(path))}:{line}: broker.max_inflight: expected an integer"
+    ):
+        load_config(path, Overrides())
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:\d+:\d+: TOML syntax error"):
+        load_config(write(tmp_path, GOOD.replace("[broker]", "[broker\n")), Overrides())
