@@ -1,13 +1,17 @@
 """The plain values handed from one pipeline stage to the next.
 
 Frames are python-can `can.Message` objects as the buses and readers produce them (timestamp, channel,
-arbitration_id, is_extended_id, is_fd, data). Decoding turns a frame into `Sample`s; collection groups
-samples into a `Batch`; the outbox gives each batch its sequence number, signs it and keeps it until the
-broker acknowledges it.
+arbitration_id, is_extended_id, is_fd, data). The decode stage turns a frame into a `FrameRecord`
+(`(timestamp, SignalGroup, values)`: one record per decoded frame, not one `Sample` per value; a decoder
+makes one `SignalGroup` per frame shape and reuses it, so the collector keys its routes on the group
+object and an `all` campaign stores a frame as one row) or, for consumers that want one object per
+value, into `Sample`s. Collection groups them into a `Batch`, which carries `Event`s; the outbox gives
+each batch its sequence number, signs it and keeps it until the broker acknowledges it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,3 +81,28 @@ class Batch:
     def is_empty(self) -> bool:
         """True when the batch carries neither samples nor events."""
         return not self.samples and not self.events
+
+
+class SignalGroup:
+    """The sample names of a frame shape, in the order of the record's values (compared by identity)."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+
+    def __repr__(self) -> str:
+        return f"SignalGroup({self.names!r})"
+
+
+#: One decoded frame: (timestamp, group, values aligned with group.names).
+FrameRecord = tuple[float, SignalGroup, tuple[SignalValue, ...]]
+
+
+def samples_of(records: Iterable[FrameRecord]) -> list[Sample]:
+    """The records as `Sample`s, in order (for consumers that want one object per value)."""
+    return [
+        Sample(timestamp, name, value)
+        for timestamp, group, values in records
+        for name, value in zip(group.names, values, strict=True)
+    ]

@@ -19,7 +19,7 @@ from firmware_agent.collect.campaign import (
 from firmware_agent.collect.collector import Collector
 from firmware_agent.collect.conditions import ConditionError, Evaluator, Expression, parse_condition
 from firmware_agent.collect.names import SignalNames, UnknownSignal
-from firmware_agent.collect.records import FrameRecord, SignalGroup, samples_of
+from firmware_agent.values import FrameRecord, SignalGroup, samples_of
 
 __all__ = [
     "Campaign",

@@ -1,7 +1,7 @@
 """The collector: routes decoded samples to the campaigns that want them and cuts their batches.
 
     collector = Collector(campaigns)
-    collector.offer_records(records)   # hot path: decoded frames (`collect.records`), one route per shape
+    collector.offer_records(records)   # hot path: decoded frames (`values.py`), one route per shape
     collector.offer(sample)            # or one sample at a time
     batches = collector.poll()         # batches cut so far (by sample time or size)
     ...
@@ -39,9 +39,8 @@ from typing import Any
 from firmware_agent.collect.budget import MAX_READY_SAMPLES
 from firmware_agent.collect.campaign import Campaign, needed_signals
 from firmware_agent.collect.conditions import DEFAULT_WINDOW_POINTS
-from firmware_agent.collect.records import FrameRecord, SignalGroup
 from firmware_agent.collect.runners import GroupTaker, Handler, Runner, TriggeredRunner, make_runner
-from firmware_agent.values import PRIORITY_NORMAL, Batch, Event, Sample
+from firmware_agent.values import PRIORITY_NORMAL, Batch, Event, FrameRecord, Sample, SignalGroup
 
 #: Distinct sample names remembered for routing; names beyond it are routed without caching the route.
 MAX_ROUTES = 100_000

@@ -5,7 +5,7 @@ One runner class per mode. The `Collector` routes each sample only to the runner
 reaches the runner's `deadline`: a periodic tick, a batch interval, the end of a post-trigger window.
 Hot-path methods (`accept*`) do a few dict operations and appends and never allocate beyond the series.
 
-Decoded frames arrive as `FrameRecord`s (`collect.records`); `group_taker(group)` gives the function that
+Decoded frames arrive as `FrameRecord`s (`values.py`); `group_taker(group)` gives the function that
 takes one record of a group's shape. By default it makes a `Sample` of each wanted value for the per-sample
 handlers. `AllRunner` instead keeps each group's records as rows (a timestamp list and a list of value
 tuples) and turns them into per-signal columns only when the batch is cut, so collecting every signal
@@ -25,8 +25,7 @@ from typing import Any
 
 from firmware_agent.collect.campaign import ALL, ON_CHANGE, PERIODIC, TRIGGERED, Campaign
 from firmware_agent.collect.conditions import DEFAULT_WINDOW_POINTS, Evaluator, RollingWindow
-from firmware_agent.collect.records import SignalGroup
-from firmware_agent.values import Batch, Event, Sample, SignalValue
+from firmware_agent.values import Batch, Event, Sample, SignalGroup, SignalValue
 
 Handler = Callable[[Sample], None]
 #: Takes one record of a known group: (timestamp, values aligned with the group's names).

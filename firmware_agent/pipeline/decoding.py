@@ -6,7 +6,7 @@ frame whose message nobody wants, or that no database knows, costs one dict look
 where the speed of the live path comes from, together with the kernel filters built by
 `kernel_filters()`.
 
-The live path takes one `FrameRecord` per frame (`collect.records`: timestamp, the `SignalGroup` of the
+The live path takes one `FrameRecord` per frame (`values.py`: timestamp, the `SignalGroup` of the
 wanted names, the tuple of values) rather than a `Sample` per value; for a message without multiplexers
 the tuple comes straight from a `compile_row` decoder that computes only the wanted signals.
 
@@ -23,14 +23,13 @@ import can
 from cantools.database.can import Message
 from cantools.database.namedsignalvalue import NamedSignalValue
 
-from firmware_agent.collect.records import FrameRecord, SignalGroup, samples_of
 from firmware_agent.decode.catalog import Catalog, is_j1939
 from firmware_agent.decode.compiled import DecodeSkip, FrameDecoder, compile_row
 from firmware_agent.decode.memo import KeyMemo
 from firmware_agent.e2e import profile_for
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2EGuard
 from firmware_agent.sources.base import KernelFilter
-from firmware_agent.values import Sample, SignalValue
+from firmware_agent.values import FrameRecord, Sample, SignalGroup, SignalValue, samples_of
 from firmware_agent.vss import VssMap
 
 _STANDARD_MASK = 0x7FF

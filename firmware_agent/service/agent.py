@@ -29,7 +29,6 @@ from firmware_agent.atomic import write_atomic
 from firmware_agent.collect.campaign import Campaign, campaigns_for_option, needed_signals, parse_campaigns
 from firmware_agent.collect.collector import Collector
 from firmware_agent.collect.names import SignalNames
-from firmware_agent.collect.records import samples_of
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.errors import UserError
 from firmware_agent.identity.registry import IdentityStateError
@@ -48,7 +47,7 @@ from firmware_agent.telemetry.keys import kid_of, load_public_key, load_signing_
 from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
 from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
-from firmware_agent.values import Batch, Event
+from firmware_agent.values import Batch, Event, samples_of
 from firmware_agent.vss import VssMap
 
 #: How often (wall-clock seconds) the collector is polled for finished batches. Wall clock, because the

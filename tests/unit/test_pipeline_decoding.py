@@ -9,12 +9,11 @@ import can
 import pytest
 from cantools.database.can import Message
 
-from firmware_agent.collect.records import samples_of
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.e2e import profile_for
 from firmware_agent.pipeline.decoding import SampleDecoder
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2ESettings
-from firmware_agent.values import Event, Sample
+from firmware_agent.values import Event, Sample, samples_of
 from firmware_agent.vehicle import default_dbc_dir, default_dbc_specs
 from firmware_agent.vss import VssMap
 

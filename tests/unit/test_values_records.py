@@ -14,11 +14,10 @@ import pytest
 
 from firmware_agent.collect.campaign import Campaign, loads_campaigns
 from firmware_agent.collect.collector import Collector
-from firmware_agent.collect.records import FrameRecord, SignalGroup, samples_of
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.pipeline.decoding import SampleDecoder
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2ESettings
-from firmware_agent.values import Batch, Sample
+from firmware_agent.values import Batch, FrameRecord, Sample, SignalGroup, samples_of
 from firmware_agent.vehicle import default_dbc_dir, default_dbc_specs
 from firmware_agent.vss import VssMap
 from tests.unit.test_pipeline_decoding import random_frames
