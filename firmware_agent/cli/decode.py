@@ -71,8 +71,8 @@ def add_subparser(subparsers: Any) -> None:
 
 
 def _do_decode(args: argparse.Namespace) -> int:
-    from firmware_agent.decode.readers import detect_format
     from firmware_agent.decode.startup import defer_python_can, import_python_can
+    from firmware_agent.io import detect_format
 
     formats = {detect_format(path) for path in args.captures}
     if formats <= _OWN_READERS:
@@ -80,8 +80,8 @@ def _do_decode(args: argparse.Namespace) -> int:
     else:
         import_python_can(need_mf4="MF4" in formats)
 
+    from firmware_agent.decode.captures import DecodeOptions, decode_captures, progress_printer
     from firmware_agent.decode.catalog import Catalog
-    from firmware_agent.decode.pipeline import DecodeOptions, decode_captures, progress_printer
     from firmware_agent.decode.summary import Summary
 
     if args.captures.count("-") > 1:
@@ -153,7 +153,9 @@ def _wants_progress(paths: list[str]) -> bool:
 
 
 def _writer(format_name: str, output: str | None, out: TextIO, decode_choices: bool) -> Any:
-    from firmware_agent.decode.writers import CsvWriter, JsonlWriter, ParquetWriter
+    from firmware_agent.io.csv import CsvWriter
+    from firmware_agent.io.jsonl import JsonlWriter
+    from firmware_agent.io.parquet import ParquetWriter
 
     if format_name == "parquet":
         if output is None:

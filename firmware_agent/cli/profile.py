@@ -112,8 +112,8 @@ def _do_list(args: argparse.Namespace) -> int:
 
 def _do_learn(args: argparse.Namespace) -> int:
     from firmware_agent.decode.catalog import Catalog
-    from firmware_agent.decode.readers import open_capture
     from firmware_agent.identity.stage import IdentityStage
+    from firmware_agent.io import open_capture
     from firmware_agent.values import Event
     from firmware_agent.vss import VssMap
 

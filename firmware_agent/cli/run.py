@@ -66,7 +66,7 @@ def _do_run(args: argparse.Namespace) -> int:
 
     # `import can` imports asammdf (and pandas, ~100 MB of RSS) whenever the mf4 extra is installed; the
     # daemon needs it only to replay MF4 captures, so python-can is imported without it. A replay whose
-    # content turns out to be MF4 (decode/readers detects formats by content, whatever the file name) loads
+    # content turns out to be MF4 (firmware_agent/io detects formats by content, whatever the file name) loads
     # it then, as `decode` does.
     import_python_can(need_mf4=False)
     from firmware_agent.service.agent import Agent

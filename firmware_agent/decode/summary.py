@@ -21,8 +21,8 @@ import numpy as np
 from firmware_agent.decode.busload import DEFAULT_BITRATE, header_bits
 from firmware_agent.decode.catalog import BusBitrate
 from firmware_agent.decode.compiled import SKIP_UNKNOWN_ID
-from firmware_agent.decode.readers.frames import FrameBatch
 from firmware_agent.decode.vectorised import BatchResult
+from firmware_agent.io.frames import FrameBatch
 
 
 @dataclass

@@ -29,7 +29,7 @@ from firmware_agent.decode.compiled import (
     SKIP_UNPACK,
 )
 from firmware_agent.decode.layout import MessageLayout, NodeLayout, SignalLayout, message_layout
-from firmware_agent.decode.readers.frames import FrameBatch
+from firmware_agent.io.frames import FrameBatch
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import can
 
-from firmware_agent.decode.readers import detect_format, open_capture
-from firmware_agent.decode.readers.candump_log import CandumpLogReader
-from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
+from firmware_agent.io import detect_format, open_capture
+from firmware_agent.io.candump_log import CandumpLogReader
+from firmware_agent.io.frames import FrameBatch, ReadStats
 from firmware_agent.sources.playback import PlaybackSource
 from firmware_agent.sources.spec import SourceSpec
 
@@ -25,7 +25,7 @@ BLOCK_BYTES = 256 << 10
 
 
 class ReplaySource(PlaybackSource):
-    """Reads every capture format `firmware-agent decode` reads (`decode.readers.open_capture`): candump -L
+    """Reads every capture format `firmware-agent decode` reads (`io.open_capture`): candump -L
     (also with hex-letter FD flags), candump console output, ASC (also gzipped), BLF, TRC, CSV, MF4."""
 
     OPTIONS = ("speed", "loop")

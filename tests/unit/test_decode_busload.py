@@ -9,7 +9,7 @@ import pytest
 
 from firmware_agent.cli import main
 from firmware_agent.decode.catalog import BusBitrate, Catalog
-from firmware_agent.decode.readers.candump_log import parse_line
+from firmware_agent.io.candump_log import parse_line
 from firmware_agent.vehicle import default_dbc_specs
 
 FD_DBC = """\

@@ -11,13 +11,13 @@ import can
 import numpy as np
 import pytest
 
+from firmware_agent.decode.captures import DecodeOptions, decode_captures
 from firmware_agent.decode.catalog import Catalog, j1939_pgn
 from firmware_agent.decode.compiled import FrameDecoder
-from firmware_agent.decode.pipeline import DecodeOptions, decode_captures
-from firmware_agent.decode.readers import open_capture
 from firmware_agent.decode.summary import Summary
 from firmware_agent.decode.vectorised import VectorDecoder
-from firmware_agent.decode.writers import JsonlWriter
+from firmware_agent.io import open_capture
+from firmware_agent.io.jsonl import JsonlWriter
 
 #: truth time (the logger's boot clock) + this = capture timestamp (see the data README)
 BOOT_TO_CAPTURE = 1533226487.0 - 46408.58493039533

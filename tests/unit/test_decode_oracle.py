@@ -29,9 +29,9 @@ from cantools.database.can import Database, Message, Signal
 from firmware_agent.decode.catalog import Catalog, is_j1939, j1939_pgn, load_database
 from firmware_agent.decode.compiled import SKIP_CONTAINER, DecodeSkip, FrameDecoder, compile_message
 from firmware_agent.decode.layout import NodeLayout, SignalLayout, message_layout
-from firmware_agent.decode.readers.frames import batch_from_messages
 from firmware_agent.decode.vectorised import VectorDecoder
-from firmware_agent.decode.writers import JsonlWriter
+from firmware_agent.io.frames import batch_from_messages
+from firmware_agent.io.jsonl import JsonlWriter
 from tests.conftest import data_files
 
 DBC_FILES = data_files("dbc", "*.dbc") + data_files("oracle", "*.dbc")

@@ -11,11 +11,11 @@ import can
 import numpy as np
 import pytest
 
-from firmware_agent.decode.readers import detect_format, open_capture
-from firmware_agent.decode.readers.candump_console import CandumpConsoleReader
-from firmware_agent.decode.readers.candump_log import CandumpLogReader, _parse_fast, _uniform_head, parse_line
-from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
+from firmware_agent.io import detect_format, open_capture
+from firmware_agent.io.candump_console import CandumpConsoleReader
+from firmware_agent.io.candump_log import CandumpLogReader, _parse_fast, _uniform_head, parse_line
+from firmware_agent.io.frames import FrameBatch, ReadStats
 from tests.conftest import TEST_DATA, data_files
 
 PYTHON_CAN_FILES = data_files("captures/python-can")

@@ -17,12 +17,12 @@ from typing import TextIO, TypeVar
 
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.compiled import SKIP_INVALID_VALUE, SKIP_TOO_SHORT, SKIP_UNDEFINED_MUX, SKIP_UNPACK
-from firmware_agent.decode.readers import open_capture
-from firmware_agent.decode.readers.frames import FrameBatch, rebatched
 from firmware_agent.decode.summary import Summary
 from firmware_agent.decode.vectorised import DecodedGroup, Skipped, VectorDecoder
-from firmware_agent.decode.writers import RecordWriter
 from firmware_agent.errors import UserError
+from firmware_agent.io import open_capture
+from firmware_agent.io.frames import FrameBatch, rebatched
+from firmware_agent.io.writer import RecordWriter
 
 T = TypeVar("T")
 #: Skips that `--strict` turns into errors (unknown IDs, remote and error frames stay counted).

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from firmware_agent.decode.readers.candump_log import MAX_DATA_BYTES, Frame
-from firmware_agent.decode.readers.frames import FrameBatch
-from firmware_agent.decode.readers.text import LineReader
 from firmware_agent.errors import UserError
+from firmware_agent.io.candump_log import MAX_DATA_BYTES, Frame
+from firmware_agent.io.frames import FrameBatch
+from firmware_agent.io.text import LineReader
 
 _LINE = re.compile(
     rb"^\s*(?:\((?P<time>\d+(?:\.\d+)?)\)\s+)?(?P<channel>\S+)\s+(?:[RT]X\s+(?:(?P<brs>[-B])\s+[-E]\s+)?)?"

@@ -1,98 +1,18 @@
-"""Output formats for decoded frames: jsonl, csv (long), parquet (long), each fed one batch at a time.
-
-- jsonl: one object per decoded frame, in capture order (the contract in `records.py`).
-- csv: one row per signal value, `timestamp,channel,id,message,signal,value`, in capture order; `value` is
-  the value-table name where there is one (unless `--no-choices`), else the physical value.
-- parquet: a folder with one file per (channel, message), one typed column per signal (see
-  `ParquetWriter`). A long layout (one row per value) was tried first: four times the bytes and most
-  of the run time went into writing it.
-"""
+"""parquet output: a folder with one file per (channel, message), one typed column per signal (see
+`ParquetWriter`). A long layout (one row per value) was tried first: four times the bytes and most of the
+run time went into writing it."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any
 
 import numpy as np
 from cantools.database.can import Message, Signal
 
 from firmware_agent.decode.cantools_private import numeric_conversion
-from firmware_agent.decode.records import column_values, group_json_lines, in_capture_order
 from firmware_agent.decode.vectorised import DecodedGroup
 from firmware_agent.errors import UserError
-
-
-class RecordWriter(Protocol):
-    """Receives the decoded groups of each batch in turn."""
-
-    def write(self, groups: list[DecodedGroup]) -> None:
-        """Write one batch's decoded frames."""
-
-    def close(self) -> None:
-        """Flush and finish the output."""
-
-
-class JsonlWriter:
-    """One JSON object per decoded frame, in capture order."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def write(self, groups: list[DecodedGroup]) -> None:
-        """Write one batch's frames as jsonl."""
-        texts = [group_json_lines(group) for group in groups]
-        self.stream.writelines(in_capture_order(groups, texts))
-
-    def close(self) -> None:
-        """Flush the stream."""
-        self.stream.flush()
-
-
-class CsvWriter:
-    """One CSV row per signal value, in capture order."""
-
-    header = ("timestamp", "channel", "id", "message", "signal", "value")
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        csv.writer(stream, lineterminator="\n").writerow(self.header)
-
-    def write(self, groups: list[DecodedGroup]) -> None:
-        """Write one batch's frames as CSV rows."""
-        texts = [self._group_rows(group) for group in groups]
-        self.stream.writelines(in_capture_order(groups, texts))
-
-    @staticmethod
-    def _group_rows(group: DecodedGroup) -> list[str]:
-        prefix_tail = f",{_csv_field(group.channel)},{group.arbitration_id},{_csv_field(group.message.name)},"
-        names = [_csv_field(name) for name in group.signals]
-        columns = [column_values(column) for column in group.signals.values()]
-        stamps = [repr(value) for value in group.timestamp.tolist()]
-        rows = []
-        for stamp, *values in zip(stamps, *columns, strict=False):
-            prefix = stamp + prefix_tail
-            rows.append(
-                "".join(
-                    f"{prefix}{name},{_csv_field(str(value))}\n"
-                    for name, value in zip(names, values, strict=False)
-                    if value is not None
-                )
-            )
-        return rows
-
-    def close(self) -> None:
-        """Flush the stream."""
-        self.stream.flush()
-
-
-def _csv_field(text: str) -> str:
-    if any(char in text for char in ',"\n\r'):
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="").writerow([text])
-        return buffer.getvalue()
-    return text
 
 
 class ParquetWriter:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from firmware_agent.decode.readers.frames import ReadStats
+    from firmware_agent.io.frames import ReadStats
 
 #: Bytes read per block: about 45 k candump lines; small blocks keep the working set in cache and
 #: let the allocator reuse the same memory block after block.

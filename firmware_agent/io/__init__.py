@@ -1,9 +1,14 @@
-"""Capture readers: each format in its own module, all yielding `FrameBatch`es in capture order.
+"""Capture files in and decoded records out, one module per format (python-can's `can/io` layout).
+
+Readers, all yielding `FrameBatch`es (`frames.py`) in capture order: `candump_log.py` (candump `-L`,
+vectorised: the hot path), `candump_console.py` (candump console output), `python_can.py` (ASC, BLF, TRC,
+CSV, SQLite and MF4 through python-can's own readers). Writers of decoded frames (`writer.py`'s
+`RecordWriter`): `jsonl.py`, `csv.py`, `parquet.py`. The simulator writes captures with python-can's
+writers (`sim/outputs.py`).
 
 `open_capture(path)` works out the format from the content (magic bytes, the shape of the first lines)
-and falls back to the file extension; `-` reads candump output or a candump `-L` log from stdin.
-candump `-L` logs and console output are parsed here (the `-L` parser is vectorised, the hot path);
-ASC, BLF, TRC, CSV, SQLite and MF4 go through python-can's readers.
+and falls back to the file extension; `-` reads candump output or a candump `-L` log from stdin. This is
+the one format detection of the project: `decode` and the `replay:` source both go through it.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from firmware_agent.decode.readers.frames import FrameBatch, ReadStats
 from firmware_agent.errors import UserError
+from firmware_agent.io.frames import FrameBatch, ReadStats
 
 #: Frames per batch for the readers that do not read in byte blocks.
 DEFAULT_CHUNK_SIZE = 200_000
@@ -60,7 +65,7 @@ def sniff_format(head: bytes, name: str) -> str | None:
         return "TRC"
     if _ASC.search(head[:4096]):
         return "ASC"
-    from firmware_agent.decode.readers.candump_console import SNIFF
+    from firmware_agent.io.candump_console import SNIFF
 
     if SNIFF.match(first):
         return "candump output"
@@ -118,9 +123,9 @@ def detect_format(path: str) -> str:
 
 def open_capture(path: str, strict: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Capture:
     """Open a capture file (or `-` for stdin) and pick its reader; raises `UserError` when it cannot."""
-    from firmware_agent.decode.readers.candump_console import CandumpConsoleReader
-    from firmware_agent.decode.readers.candump_log import CandumpLogReader
-    from firmware_agent.decode.readers.python_can import PythonCanReader
+    from firmware_agent.io.candump_console import CandumpConsoleReader
+    from firmware_agent.io.candump_log import CandumpLogReader
+    from firmware_agent.io.python_can import PythonCanReader
 
     if path == "-":
         stream: BinaryIO = sys.stdin.buffer

@@ -16,9 +16,9 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from firmware_agent.decode.readers.frames import FrameBatch
-from firmware_agent.decode.readers.text import LineReader
 from firmware_agent.errors import UserError
+from firmware_agent.io.frames import FrameBatch
+from firmware_agent.io.text import LineReader
 
 _CAN_ERR_FLAG = 0x20000000
 _CAN_ERR_BUSERROR = 0x80

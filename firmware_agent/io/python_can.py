@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from firmware_agent.decode.readers.frames import FrameBatch, ReadStats, chunked
 from firmware_agent.errors import UserError
+from firmware_agent.io.frames import FrameBatch, ReadStats, chunked
 
 #: format name -> (python-can module, reader class, opens a text stream)
 FORMATS: dict[str, tuple[str, str, bool]] = {

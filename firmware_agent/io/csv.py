@@ -1,0 +1,56 @@
+"""csv output: one row per signal value, `timestamp,channel,id,message,signal,value`, in capture order;
+`value` is the value-table name where there is one (unless `--no-choices`), else the physical value."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import TextIO
+
+from firmware_agent.decode.records import column_values, in_capture_order
+from firmware_agent.decode.vectorised import DecodedGroup
+
+
+class CsvWriter:
+    """One CSV row per signal value, in capture order."""
+
+    header = ("timestamp", "channel", "id", "message", "signal", "value")
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        csv.writer(stream, lineterminator="\n").writerow(self.header)
+
+    def write(self, groups: list[DecodedGroup]) -> None:
+        """Write one batch's frames as CSV rows."""
+        texts = [self._group_rows(group) for group in groups]
+        self.stream.writelines(in_capture_order(groups, texts))
+
+    @staticmethod
+    def _group_rows(group: DecodedGroup) -> list[str]:
+        prefix_tail = f",{_csv_field(group.channel)},{group.arbitration_id},{_csv_field(group.message.name)},"
+        names = [_csv_field(name) for name in group.signals]
+        columns = [column_values(column) for column in group.signals.values()]
+        stamps = [repr(value) for value in group.timestamp.tolist()]
+        rows = []
+        for stamp, *values in zip(stamps, *columns, strict=False):
+            prefix = stamp + prefix_tail
+            rows.append(
+                "".join(
+                    f"{prefix}{name},{_csv_field(str(value))}\n"
+                    for name, value in zip(names, values, strict=False)
+                    if value is not None
+                )
+            )
+        return rows
+
+    def close(self) -> None:
+        """Flush the stream."""
+        self.stream.flush()
+
+
+def _csv_field(text: str) -> str:
+    if any(char in text for char in ',"\n\r'):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="").writerow([text])
+        return buffer.getvalue()
+    return text
