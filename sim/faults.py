@@ -229,6 +229,6 @@ def _error_frame(timestamp: float, channel: str, error_class: int) -> can.Messag
 
 
 def _has_e2e(database: Database) -> bool:
-    from firmware_agent.e2e import profile_for
+    from firmware_agent.e2e_protection import profile_for
 
     return any(profile_for(message) is not None for message in database.messages)

@@ -4,7 +4,8 @@
 DBC cycle time (`GenMsgCycleTime`) from its ECU's own clock: a phase offset per ECU, a drift of a few
 tens of ppm and ±1 % (at most 0.3 ms) jitter per frame, so intervals stay within 5 % of the cycle time.
 Event messages (HU_PROFILE_EVENT) go out when the event happens. E2E-protected messages carry an alive
-counter stepping by one and a correct CRC-8 (`firmware_agent.e2e`). Faults change all of that on request.
+counter stepping by one and a correct CRC-8 (`firmware_agent.e2e_protection`). Faults change all of that
+on request.
 Everything random comes from `random.Random` streams seeded with the seed: same arguments, same frames.
 """
 
@@ -22,7 +23,7 @@ import can
 import cantools
 from cantools.database.can import Database, Message
 
-from firmware_agent.e2e import E2EProfile, profile_for
+from firmware_agent.e2e_protection import E2EProfile, profile_for
 from firmware_agent.errors import UserError
 from firmware_agent.values import MAX_FRAME_TIME
 from firmware_agent.vehicle import BUS_NAMES, default_dbc_dir

@@ -26,7 +26,7 @@ from cantools.database.namedsignalvalue import NamedSignalValue
 from firmware_agent.decode.catalog import Catalog, is_j1939
 from firmware_agent.decode.compiled import DecodeSkip, FrameDecoder, compile_row
 from firmware_agent.decode.memo import KeyMemo
-from firmware_agent.e2e import profile_for
+from firmware_agent.e2e_protection import profile_for
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2EGuard
 from firmware_agent.sources.base import KernelFilter
 from firmware_agent.values import FrameRecord, Sample, SignalGroup, SignalValue, samples_of

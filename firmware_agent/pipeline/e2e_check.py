@@ -1,6 +1,6 @@
 """The E2E check stage: CRC and alive counter of protected messages, per channel and identifier.
 
-For every frame of a message whose DBC declares an E2E profile (`firmware_agent.e2e.profile_for`):
+For every frame of a message whose DBC declares an E2E profile (`firmware_agent.e2e_protection.profile_for`):
 
 ============================  =========  ==========================================================
 what                          frame      counted as
@@ -24,7 +24,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware_agent.e2e import E2EProfile
+from firmware_agent.e2e_protection import E2EProfile
 from firmware_agent.values import Event
 
 #: Every counter the checker keeps (reported even while zero).

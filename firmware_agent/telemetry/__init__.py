@@ -10,18 +10,21 @@ One job per module:
 - `cose`: `Signer(private_key).sign(payload, topic)`, `verify_sign1(message, topic, keys)` and its errors.
 - `sealer`: `BatchSealer(vehicle_id, signer, counters)`, the `seal(batch, seq) -> bytes` the outbox calls.
 - `outbox`: `Outbox(path, seal, max_bytes)`: `commit`, `pending`, `acknowledge`, `dead_letter`, `counters`.
-- `broker`: `BrokerConfig(url, ca_file, cert_file, key_file)`, `make_client`.
+- `disk`: how much of its file system the outbox may use, and the reserve that lets it delete when full.
+- `driver_fields`: the identity stage's part of the wire format (the batch's `driver` map, driver events).
+- `broker`: `BrokerConfig(url, ca_file, cert_file, key_file, keepalive)` (the one broker settings type,
+  also the agent's `[broker]`), `make_client`.
 - `uploader`: `Uploader(UploaderConfig(...), outbox, on_campaign)`: `start`, `notify`, `flush`, `stop`.
 - `campaign_updates`: `CampaignUpdates(vehicle_id, backend_keys, on_update, on_event, state_file)`.
 - `subscriber`: `Subscriber(broker, topics)`, a bounded receiving client (verify, tests).
 - `verify`: `TelemetryVerifier`, the dump format, sample export (the `verify` command's library).
 
-Wiring in the daemon::
+Wiring in the daemon (`service/agent.py`), in short::
 
     signer = Signer(load_signing_key(key_path))                   # PEM file or keyring folder
     outbox_ref: list[Outbox] = []
     sealer = BatchSealer(vehicle_id, signer, counters=lambda: outbox_ref[0].counters())
-    outbox = Outbox(state_dir / "outbox.db", sealer, max_bytes=64 << 20)
+    outbox = Outbox(state_dir / "outbox.sqlite3", sealer, max_bytes=64 << 20)
     outbox_ref.append(outbox)
     updates = CampaignUpdates(vehicle_id, load_verification_keys([backend_pem]), on_update, on_event,
                               state_file=state_dir / "campaign-serial")

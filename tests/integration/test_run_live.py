@@ -11,7 +11,7 @@ from pathlib import Path
 import can
 
 from firmware_agent.decode.catalog import Catalog
-from firmware_agent.e2e import profile_for
+from firmware_agent.e2e_protection import profile_for
 from firmware_agent.service.agent import Agent
 from firmware_agent.service.config import AgentConfig
 from firmware_agent.sources import SourceSpec

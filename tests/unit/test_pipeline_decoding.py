@@ -10,7 +10,7 @@ import pytest
 from cantools.database.can import Message
 
 from firmware_agent.decode.catalog import Catalog
-from firmware_agent.e2e import profile_for
+from firmware_agent.e2e_protection import profile_for
 from firmware_agent.pipeline.decoding import SampleDecoder
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2ESettings
 from firmware_agent.values import Event, Sample, samples_of

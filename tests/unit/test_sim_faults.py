@@ -9,7 +9,7 @@ import pytest
 
 from firmware_agent.decode.busload import bus_bitrate, frame_seconds
 from firmware_agent.decode.catalog import Catalog
-from firmware_agent.e2e import profile_for
+from firmware_agent.e2e_protection import profile_for
 from firmware_agent.errors import UserError
 from firmware_agent.vehicle import default_dbc_specs
 from sim import Simulation, parse_fault

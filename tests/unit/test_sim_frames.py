@@ -9,7 +9,7 @@ import can
 import pytest
 
 from firmware_agent.decode.catalog import Catalog
-from firmware_agent.e2e import profile_for
+from firmware_agent.e2e_protection import profile_for
 from firmware_agent.vehicle import BUS_NAMES, default_dbc_specs
 from sim import Simulation
 

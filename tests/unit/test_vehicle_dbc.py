@@ -5,7 +5,7 @@ from __future__ import annotations
 import cantools
 import pytest
 
-from firmware_agent.e2e import crc8_j1850, profile_for
+from firmware_agent.e2e_protection import crc8_j1850, profile_for
 from firmware_agent.vehicle import BUS_NAMES, default_dbc_dir
 from firmware_agent.vss import VssMap
 

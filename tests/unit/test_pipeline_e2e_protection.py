@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from firmware_agent.e2e import E2EProfile
+from firmware_agent.e2e_protection import E2EProfile
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2ESettings
 from firmware_agent.values import Event
 
