@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from firmware_agent.errors import UserError
+from firmware_agent.tomlfile import parse_toml
 
 
 @dataclass(frozen=True)
@@ -24,17 +19,14 @@ class VssMap:
     def load(cls, path: Path) -> VssMap:
         """Read a mapping file with a `[signals]` table of `"MESSAGE.Signal" = "Vehicle.Path"` entries."""
         try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError as exc:
             raise UserError(f"{path}: no such file") from exc
         except UnicodeDecodeError as exc:
             raise UserError(f"{path}: not a UTF-8 text file (a VSS mapping is TOML)") from exc
         except OSError as exc:
             raise UserError(f"{path}: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{path}: {exc}") from exc
-        except RecursionError:
-            raise UserError(f"{path}: TOML nested too deeply") from None
+        document = parse_toml(text, str(path))  # the one TOML reader: errors with line and column
         table = document.get("signals")
         if not isinstance(table, dict):
             raise UserError(f"{path}: missing [signals] table")
