@@ -15,11 +15,11 @@ import pytest
 from firmware_agent.collect.budget import MEMORY_BUDGET_BYTES, worst_case_bytes
 from firmware_agent.collect.campaign import CampaignError, builtin_all, loads_campaigns
 from firmware_agent.collect.collector import Collector
-from firmware_agent.collect.records import SignalGroup
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.memo import MAX_FRAME_KEYS
 from firmware_agent.pipeline.decoding import SampleDecoder
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2ESettings
+from firmware_agent.values import SignalGroup
 from firmware_agent.vss import VssMap
 from tests.conftest import DBC_DIR
 
