@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware_agent.atomic import write_atomic
 from firmware_agent.errors import UserError
 
 UNIT_NAME = "firmware-agent.service"
@@ -89,10 +90,7 @@ def _write_if_changed(path: Path, text: str, mode: int, changes: list[str]) -> N
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
+    write_atomic(path, text.encode(), mode)
     changes.append(f"wrote {path}")
 
 
