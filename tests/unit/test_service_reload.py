@@ -71,7 +71,7 @@ def test_a_bad_configuration_is_refused_and_the_running_one_kept(
     before = agent.config
     path.write_text("bogus = 1\n" + path.read_text())
     result = reload_agent(agent, path, overrides)
-    assert not result.ok and f"{path}: bogus: unknown key" in (result.error or "")
+    assert not result.ok and f"{path}:1: bogus: unknown key" in (result.error or "")  # file:line: key
     (path.parent / "campaigns.toml").write_text('[[campaign]]\nname = "x"\nmode = "periodic"\n')
     path.write_text(path.read_text().replace("bogus = 1\n", ""))
     result = reload_agent(agent, path, overrides)
