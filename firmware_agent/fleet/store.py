@@ -123,7 +123,8 @@ def _shown(uri: str) -> str:
     except psycopg.Error:
         return "(unparsable URI)"
     info.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+    shown: str = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+    return shown
 
 
 def migrate(conn: psycopg.Connection[Any]) -> int:
