@@ -48,6 +48,7 @@ from firmware_agent.telemetry.campaign_updates import CampaignUpdate, CampaignUp
 from firmware_agent.telemetry.cose import Signer
 from firmware_agent.telemetry.keys import Keyring, kid_of, load_private_key, load_public_key
 from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
+from firmware_agent.telemetry.payload_v2 import scale_hints
 from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
 from firmware_agent.values import Batch, Event
@@ -145,7 +146,13 @@ class Agent:
             keepalive=config.broker.keepalive,
         )
         signer = load_signer(config.signing_key)
-        self.sealer = BatchSealer(config.vehicle_id, signer, self._counters_when_due)
+        self.sealer = BatchSealer(
+            config.vehicle_id,
+            signer,
+            self._counters_when_due,
+            payload_version=config.payload_version,
+            scales=scale_hints((message for _, message in self.catalog.all_messages()), self.vss.name_for),
+        )
         self.outbox = Outbox(config.outbox_path, self.sealer, config.outbox_max_bytes)
         uploader_config = UploaderConfig(
             broker=broker, vehicle_id=config.vehicle_id, max_inflight=config.broker.max_inflight
