@@ -55,7 +55,9 @@ def make_vehicle(
     """A vehicle with a fresh key and an outbox under `tmp_path/vehicle_id`, publishing to `broker`."""
     key = Ed25519PrivateKey.generate()
     holder: list[Outbox] = []
-    sealer = BatchSealer(vehicle_id, Signer(key), lambda: holder[0].counters(), payload_version=payload_version)
+    sealer = BatchSealer(
+        vehicle_id, Signer(key), lambda: holder[0].counters(), payload_version=payload_version
+    )
     outbox = Outbox(tmp_path / vehicle_id / "outbox.db", sealer)
     holder.append(outbox)
     config = UploaderConfig(broker, vehicle_id, max_inflight=max_inflight, reconnect_max_delay=2)
