@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/ingest.py [--vehicles 1000] [--batches 5] [--publishers 3] [--workers 1 2]
 
-Batches are made ahead with the real sealer (COSE_Sign1/Ed25519 over a version-1 payload): each is a 10 s
-"drive" batch, 9 signals at 1 Hz plus a 10 Hz speed series (190 samples). Several publisher processes send
+Batches are made ahead with the real sealer (COSE_Sign1/Ed25519 over the default payload, version 2 since
+issue 11's compact format; figures measured before it were on version 1): each is a 10 s "drive" batch,
+9 signals at 1 Hz plus a 10 Hz speed series (190 samples). Several publisher processes send
 them over loopback with QoS 1 as fast as the broker acknowledges; `firmware-agent ingest` workers (separate
 processes, one MQTT 5 shared-subscription group, a fresh database per run) verify, store and acknowledge.
 Then a paced run (`--paced-rate` batches/s, well below capacity) measures end-to-end latency: from the

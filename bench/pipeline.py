@@ -17,8 +17,9 @@ identity on (the first drive activates the profile, every later one runs the beh
 with a refit) against identity off, in the same run.
 
 Prints, per workload: frames/s (agent and naive), the ratio, the share of one core that 4 buses at
-500 kbit/s and 80 % load (13,000 frames/s) would need, RSS over the run, and wire bytes per sample.
-No asserts on time.
+500 kbit/s and 80 % load (13,000 frames/s) would need, RSS over the run, and wire bytes per sample. The
+`--collect all` workload runs with payload version 1 and 2 (`[telemetry] payload_version`), and the wire
+size is measured for both. No asserts on time.
 """
 
 from __future__ import annotations
@@ -191,10 +192,11 @@ def run_agent(
     workdir: Path,
     dbc: tuple[str, ...] = tuple(DBC),
     identity: IdentitySettings | None = None,
+    payload_version: int = 2,
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     label = "id" if identity is not None and identity.enabled else "noid"
-    state = workdir / f"state-{collect.replace('/', '_')}-{label}-{len(dbc)}"
+    state = workdir / f"state-{collect.replace('/', '_')}-{label}-{len(dbc)}-v{payload_version}"
     key = workdir / "key.pem"
     if not key.exists():
         generate_private_key(key)
@@ -207,6 +209,7 @@ def run_agent(
         dbc=dbc,
         collect=collect,
         outbox_max_bytes=1024 * 1024 * 1024,
+        payload_version=payload_version,
         exit_at_end=True,
         identity=identity or IdentitySettings(),
     )
@@ -276,10 +279,14 @@ def run_naive(rows: list[Row], repeat: int, wanted: set[str] | None) -> dict[str
     return {"frames": frames, "samples": samples, "cpu": cpu, "fps": frames / cpu}
 
 
-def wire_bytes_per_sample(rows: list[Row], broker: str, workdir: Path) -> tuple[int, int, int]:
+def wire_bytes_per_sample(
+    rows: list[Row], broker: str, workdir: Path, payload_version: int
+) -> tuple[int, int, int]:
     """One pass of the capture with `--collect all`: (bytes on the wire, samples, batches)."""
     with Subscriber(BrokerConfig(broker), ["vehicles/+/telemetry"]) as subscriber:
-        run_agent(rows, 1, "all", broker, workdir / "wire")
+        run_agent(
+            rows, 1, "all", broker, workdir / f"wire-v{payload_version}", payload_version=payload_version
+        )
         from firmware_agent.telemetry.cose import unverified_payload
         from firmware_agent.telemetry.payload import decode_payload
 
@@ -378,11 +385,12 @@ def main() -> int:
                 run_agent(rows, args.repeat, str(campaign), broker, workdir),
                 run_naive(rows, args.repeat, wanted),
             )
-            report(
-                "collect all (every signal)",
-                run_agent(rows, args.repeat, "all", broker, workdir),
-                run_naive(rows, args.repeat, None),
-            )
+            naive_all = run_naive(rows, args.repeat, None)
+            all_v1 = run_agent(rows, args.repeat, "all", broker, workdir, payload_version=1)
+            all_v2 = run_agent(rows, args.repeat, "all", broker, workdir, payload_version=2)
+            report("collect all (every signal), payload version 1", all_v1, naive_all)
+            report("collect all (every signal), payload version 2 (the default)", all_v2, naive_all)
+            print(f"  ratio payload v2/v1: {all_v2['fps'] / all_v1['fps']:.2f}")
             identity_workload(args.repeat, broker, workdir)
             loops = max(2, args.repeat // 2)
             rss, wall, status = daemon_rss(broker, workdir / "daemon", loops)
@@ -391,11 +399,16 @@ def main() -> int:
                   f"--collect all --exit-at-end ({wall:.1f} s, exit {status})")  # fmt: skip
             print("  RSS MB max per quarter of the run: " + ", ".join(f"{max(q):.0f}" for q in quarters)
                   + f"; peak {max(rss):.0f}")  # fmt: skip
-            total, samples, batches = wire_bytes_per_sample(rows, broker, workdir)
-            print(
-                f"\n== wire size, RAV4 capture once, --collect all: {total:,} bytes in {batches} signed "
-                f"batches, {samples:,} samples: {total / samples:.2f} bytes per sample"
-            )
+            sizes = {}
+            for version in (1, 2):
+                total, samples, batches = wire_bytes_per_sample(rows, broker, workdir, version)
+                sizes[version] = total / samples
+                print(
+                    f"\n== wire size, payload version {version}, RAV4 capture once, --collect all: {total:,} "
+                    f"bytes in {batches} signed batches, {samples:,} samples: {total / samples:.2f} bytes "
+                    "per sample"
+                )
+            print(f"  ratio v1/v2: {sizes[1] / sizes[2]:.1f}x fewer bytes")
         finally:
             broker_proc.terminate()
             broker_proc.wait()

@@ -203,6 +203,10 @@ class IngestWorker:
             self.close()
             raise UserError(f"{self.broker.url}: {self._error or 'no connection within the timeout'}")
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until `run` has its subscription granted; False on a timeout or a refused connection."""
+        return self._ready.wait(timeout) and self._error is None
+
     def close(self) -> None:
         """Disconnect (the session stays on the broker) and close the database connection."""
         self._client.disconnect()

@@ -45,6 +45,7 @@ from firmware_agent.telemetry.campaign_updates import CampaignUpdate, CampaignUp
 from firmware_agent.telemetry.cose import Signer
 from firmware_agent.telemetry.keys import kid_of, load_public_key, load_signing_key
 from firmware_agent.telemetry.outbox import BatchRejectedError, Outbox
+from firmware_agent.telemetry.payload_v2 import scale_hints
 from firmware_agent.telemetry.sealer import BatchSealer
 from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
 from firmware_agent.values import Batch, Event, samples_of
@@ -124,7 +125,13 @@ class Agent:
         for reader in self.readers:
             reader.source.kernel_filters = filters.kernel_filters(reader.source.name)
         signer = Signer(load_signing_key(config.signing_key))
-        self.sealer = BatchSealer(config.vehicle_id, signer, self._counters_when_due)
+        self.sealer = BatchSealer(
+            config.vehicle_id,
+            signer,
+            self._counters_when_due,
+            payload_version=config.payload_version,
+            scales=scale_hints((message for _, message in self.catalog.all_messages()), self.vss.name_for),
+        )
         self.outbox = Outbox(config.outbox_path, self.sealer, config.outbox_max_bytes)
         uploader_config = UploaderConfig(
             broker=config.broker, vehicle_id=config.vehicle_id, max_inflight=config.max_inflight

@@ -58,6 +58,7 @@ class AgentConfig:
     outbox_max_bytes: int = 64 * 1024 * 1024
     #: `[broker] max_inflight`: unacknowledged publishes at a time (the uploader's window)
     max_inflight: int = 20
+    payload_version: int = 2
     e2e: E2ESettings = field(default_factory=E2ESettings)
     reader: ReaderSettings = field(default_factory=ReaderSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
@@ -118,10 +119,12 @@ _TOP_KEYS = {
     "e2e",
     "pipeline",
     "identity",
+    "telemetry",
 }
 _SECTION_KEYS = {
     "broker": {"url", "ca_file", "cert_file", "key_file", "keepalive", "max_inflight"},
     "outbox": {"max_bytes"},
+    "telemetry": {"payload_version"},
     "e2e": {"burst_count", "burst_seconds", "max_jump"},
     "pipeline": {
         "queue_frames",
@@ -312,6 +315,7 @@ def load_config(path: Path | None, overrides: Overrides) -> AgentConfig:
         campaign_keys=tuple(base / Path(text).expanduser() for text in file.texts("campaign_keys")),
         outbox_max_bytes=file.number("outbox.max_bytes", 64 * 1024 * 1024, 64 * 1024, integer=True),
         max_inflight=max_inflight,
+        payload_version=file.number("telemetry.payload_version", 2, 1, integer=True, maximum=2),
         e2e=e2e,
         reader=reader,
         identity=IdentitySettings.from_table(identity_table, origin),

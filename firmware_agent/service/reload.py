@@ -47,6 +47,7 @@ RESTART_FIELDS = (
     "vss",
     "campaign_keys",
     "outbox_max_bytes",
+    "payload_version",
     "e2e",
     "reader",
     "identity",

@@ -4,11 +4,15 @@ One job per module:
 
 - `topics`: vehicle-id rule (`validate_vehicle_id`) and topic names (`telemetry_topic`, `status_topic`,
   `campaigns_topic`).
-- `payload`: `encode_payload(batch, vehicle, seq, counters) -> bytes`, `decode_payload(bytes) -> Payload`.
+- `payload`: `encode_payload(batch, vehicle, seq, counters) -> bytes` (version 1), `decode_payload(bytes)
+  -> Payload` (versions 1 and 2).
+- `payload_v2`: the compact version 2, `encode_payload_v2(batch, vehicle, seq, counters, scales)`,
+  `scale_hints(messages, name_for)`.
 - `keys`: PEM key files (0600), `kid_of`, `Keyring` (active + retired keys), `load_signing_key`,
   `load_verification_keys`.
 - `cose`: `Signer(private_key).sign(payload, topic)`, `verify_sign1(message, topic, keys)` and its errors.
-- `sealer`: `BatchSealer(vehicle_id, signer, counters)`, the `seal(batch, seq) -> bytes` the outbox calls.
+- `sealer`: `BatchSealer(vehicle_id, signer, counters, payload_version, scales)`, the `seal(batch, seq) ->
+  bytes` the outbox calls.
 - `outbox`: `Outbox(path, seal, max_bytes)`: `commit`, `pending`, `acknowledge`, `dead_letter`, `counters`.
 - `disk`: how much of its file system the outbox may use, and the reserve that lets it delete when full.
 - `driver_fields`: the identity stage's part of the wire format (the batch's `driver` map, driver events).

@@ -30,7 +30,7 @@ PAYLOAD_VERSION = 1
 
 
 class PayloadError(ValueError):
-    """Bytes that are not a well-formed version-1 telemetry payload."""
+    """Bytes that are not a well-formed telemetry payload (version 1, or 2: `payload_v2`)."""
 
 
 @dataclass
@@ -47,6 +47,8 @@ class Payload:
     counters: dict[str, int] | None = None
     #: Keys this version does not know, kept so that readers can pass them on.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The payload format version it arrived in (1, or 2: `payload_v2`).
+    version: int = PAYLOAD_VERSION
 
     def samples(self) -> Iterator[Sample]:
         """Every sample, signal by signal, each signal in time order."""
@@ -169,7 +171,7 @@ _KNOWN_KEYS = frozenset({"v", "vehicle", "seq", "t0", "signals", "events", "driv
 
 
 def decode_payload(data: bytes) -> Payload:
-    """Decode a version-1 payload; raise `PayloadError` naming the first problem found.
+    """Decode a payload of version 1 or 2; raise `PayloadError` naming the first problem found.
 
     Any bytes at all, signed or not: numbers too large for a float (`t0 = 10**400`, a huge `dt`) are a
     `PayloadError` like every other problem, never an `OverflowError` escaping to the caller.
@@ -189,6 +191,10 @@ def _decode_payload(data: bytes) -> Payload:
         raise PayloadError(f"payload is not CBOR: {exc}") from exc
     if not isinstance(doc, dict):
         raise PayloadError("payload is not a CBOR map")
+    if doc.get("v") == 2 and type(doc.get("v")) is int:
+        from firmware_agent.telemetry.payload_v2 import decode_payload_v2  # it builds on this module
+
+        return decode_payload_v2(doc)
     if doc.get("v") != PAYLOAD_VERSION:
         raise PayloadError(f"unsupported payload version {doc.get('v')!r}")
     vehicle, seq, t0 = doc.get("vehicle"), doc.get("seq"), doc.get("t0")

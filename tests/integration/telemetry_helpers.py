@@ -50,11 +50,14 @@ def make_vehicle(
     broker: BrokerConfig,
     on_campaign: MessageHandler | None = None,
     max_inflight: int = 20,
+    payload_version: int = 2,
 ) -> Vehicle:
     """A vehicle with a fresh key and an outbox under `tmp_path/vehicle_id`, publishing to `broker`."""
     key = Ed25519PrivateKey.generate()
     holder: list[Outbox] = []
-    sealer = BatchSealer(vehicle_id, Signer(key), counters=lambda: holder[0].counters())
+    sealer = BatchSealer(
+        vehicle_id, Signer(key), lambda: holder[0].counters(), payload_version=payload_version
+    )
     outbox = Outbox(tmp_path / vehicle_id / "outbox.db", sealer)
     holder.append(outbox)
     config = UploaderConfig(broker, vehicle_id, max_inflight=max_inflight, reconnect_max_delay=2)

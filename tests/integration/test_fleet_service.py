@@ -37,6 +37,7 @@ def test_brake_pad_trend_predicts_the_service_date(
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
+    assert worker.wait_ready(10)  # the first day's batches must not reach the broker before the subscription
     today = int(time.time() // 86400) * 86400
     try:
         for day in range(DAYS):  # one short drive a day, DAYS days ago up to yesterday

@@ -206,8 +206,10 @@ def test_a_batch_evicted_in_flight_is_counted_once(tmp_path: Path) -> None:
 
 def _agent(broker_url: str, key: Path, state: Path, source: str, *dbc: str) -> list[str]:
     # The RAV4's databases lack the identity stage's signals: this test is about the outbox.
+    # Payload version 1 (~80 KB batches): the drive overflows 2 MiB, as in the issue; version 2's 12 KB
+    # batches would all fit (0.64 MB for the whole drive).
     config = key.with_name("agent.toml")
-    config.write_text("[identity]\nenabled = false\n")
+    config.write_text("[identity]\nenabled = false\n[telemetry]\npayload_version = 1\n")
     command = [sys.executable, "-m", "firmware_agent", "run", "--config", str(config)]
     command += ["--source", source, "--collect", "all"]
     command += ["--broker", broker_url, "--vehicle-id", VEHICLE, "--signing-key", str(key)]

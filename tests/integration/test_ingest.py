@@ -48,7 +48,7 @@ def _worker(broker: Mosquitto, uri: str, client_id: str = "w1") -> Iterator[Inge
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
-    assert worker._ready.wait(10) and worker._error is None
+    assert worker.wait_ready(10)
     try:
         yield worker
     finally:

@@ -55,6 +55,11 @@ def test_file_values_with_paths_relative_to_the_file(tmp_path: Path) -> None:
     assert config.max_inflight == 10
     assert (config.e2e.burst_count, config.e2e.burst_seconds, config.e2e.max_jump) == (3, 0.5, 3)
     assert config.reader.max_frames == 4096 and config.stats_interval == 30
+    assert config.payload_version == 2, "the compact payload unless told"
+    assert (
+        load_config(write(tmp_path, GOOD + "[telemetry]\npayload_version = 1\n"), Overrides()).payload_version
+        == 1
+    )
 
 
 def test_flags_override_the_file(tmp_path: Path) -> None:
@@ -109,6 +114,10 @@ def test_defaults_without_a_file() -> None:
         (GOOD + "shutdown_timeout = inf\n", "pipeline.shutdown_timeout: expected a number"),
         (GOOD + "shutdown_timeout = nan\n", "pipeline.shutdown_timeout: expected a number"),
         (GOOD.replace("burst_seconds = 0.5", "burst_seconds = inf"), "e2e.burst_seconds: expected a number"),
+        (
+            GOOD + "[telemetry]\npayload_version = 3\n",
+            "telemetry.payload_version: expected an integer from 1 to 2",
+        ),
     ],
 )
 def test_errors_name_the_file_and_key(tmp_path: Path, text: str, needle: str) -> None:

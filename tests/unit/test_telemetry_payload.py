@@ -69,7 +69,8 @@ def test_empty_batch_is_a_heartbeat() -> None:
     ("doc", "problem"),
     [
         ([1], "not a CBOR map"),
-        ({"v": 2}, "unsupported payload version"),
+        ({"v": 3}, "unsupported payload version"),
+        ({"v": 2}, "'vehicle'"),  # version 2 is read (payload_v2), and this one is incomplete
         ({"v": 1, "vehicle": "", "seq": 1, "t0": 1.0, "signals": {}}, "'vehicle'"),
         ({"v": 1, "vehicle": "v", "seq": -1, "t0": 1.0, "signals": {}}, "'seq'"),
         ({"v": 1, "vehicle": "v", "seq": 1, "t0": "x", "signals": {}}, "'t0'"),

@@ -22,10 +22,10 @@ from firmware_agent.values import Batch, Sample
 TOPIC = "vehicles/veh-0001/telemetry"
 
 
-def _messages(key: Ed25519PrivateKey, n: int = 5) -> list[bytes]:
-    seal = BatchSealer("veh-0001", Signer(key))
+def _messages(key: Ed25519PrivateKey, n: int = 5, version: int = 2, first: int = 0) -> list[bytes]:
+    seal = BatchSealer("veh-0001", Signer(key), payload_version=version)
     out = []
-    for seq in range(n):
+    for seq in range(first, first + n):
         batch = Batch()
         batch.add(Sample(1.7e9 + seq, "Vehicle.Speed", 10.0 * seq))
         batch.add(Sample(1.7e9 + seq + 0.5, "Vehicle.Speed", 10.0 * seq + 1))
@@ -80,11 +80,29 @@ def test_good_dump_verifies_and_exports_every_sample(
     assert lines[0] == "vehicle,seq,signal,time,value" and len(lines) == 11
 
 
+def test_a_dump_mixing_payload_versions_1_and_2_verifies_as_one_stream(
+    tmp_path: Path, key_and_pub: tuple[Ed25519PrivateKey, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fleet upgrades vehicle by vehicle, and one vehicle's outbox may hold both across an upgrade."""
+    key, pub = key_and_pub
+    mixed = _messages(key, 3, version=1) + _messages(key, 3, version=2, first=3)
+    only_v1 = _messages(key, 6, version=1)
+    assert [cbor2.loads(cbor2.loads(m).value[2])["v"] for m in mixed] == [1, 1, 1, 2, 2, 2]
+    exports = []
+    for name, messages in (("mixed", mixed), ("v1", only_v1)):
+        dump = _dump(tmp_path / f"{name}.dump", [(TOPIC, m) for m in messages])
+        assert main(["verify", str(dump), "--public-key", str(pub), "--format", "jsonl"]) == 0
+        out, err = capsys.readouterr()
+        assert "6 messages, 6 verified, 0 problems" in err
+        exports.append(sorted(out.splitlines()))
+    assert exports[0] == exports[1] and len(exports[0]) == 12, "the same samples, whichever version"
+
+
 def test_tampered_retopiced_replayed_and_missing_batches_are_reported_one_line_each(
     tmp_path: Path, key_and_pub: tuple[Ed25519PrivateKey, Path]
 ) -> None:
     key, pub = key_and_pub
-    messages = _messages(key)
+    messages = _messages(key, version=1)
     tag = cbor2.loads(messages[1])
     body = cbor2.loads(tag.value[2])
     body["signals"]["Vehicle.Speed"][1][0] = 999.0  # tampered value
