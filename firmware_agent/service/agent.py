@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import sys
 import threading
 import time
@@ -51,6 +52,8 @@ from firmware_agent.telemetry.uploader import Uploader, UploaderConfig
 from firmware_agent.values import Batch, Event, samples_of
 from firmware_agent.vss import VssMap
 
+log = logging.getLogger("firmware_agent.agent")
+
 #: How often (wall-clock seconds) the collector is polled for finished batches. Wall clock, because the
 #: data clock of a replay may start years before the agent did.
 POLL_INTERVAL = 0.1
@@ -70,10 +73,12 @@ Hook = Callable[[Mapping[str, Any]], None]
 class Agent:
     """One vehicle's agent, built from an `AgentConfig`; `run(stop)` until `stop` is set or the data ends.
 
-    `observers` and `annotators` are the identity slot (see `pipeline.hooks`). `on_ready` is called once
-    every source is started and the uploader is connecting; `on_heartbeat` on every heartbeat with the
-    health summary (a systemd wrapper sends `READY=1` and `WATCHDOG=1` from them). `sources`, when given,
-    replaces the sources the configuration names (for embedding the agent, e.g. in benchmarks).
+    `observers` and `annotators` are embedders' hooks (see `pipeline.hooks`), run after the identity
+    stage. `on_ready` is called once every source is started and the uploader is connecting;
+    `on_heartbeat` on every heartbeat with the health summary (a systemd wrapper sends `READY=1` and
+    `WATCHDOG=1` from them). `sources`, when given, replaces the sources the configuration names (for
+    embedding the agent, e.g. in benchmarks). The agent reports through `logging` (`firmware_agent.*`
+    loggers; `service.logs` formats them for journald); `log` only receives the databases' load warnings.
     """
 
     def __init__(
@@ -164,13 +169,12 @@ class Agent:
             )
         except IdentityStateError as exc:
             # The car's telemetry matters more than its driver profiles: run without them and say why.
-            print(f"firmware-agent run: warning: identity stage off: {exc}", file=self.log)
+            log.warning("identity stage off: %s", exc)
             return None
         if not stage.useful:
-            print(
-                "firmware-agent run: note: identity stage off: the databases define none of its signals "
-                "(name this vehicle's in [identity], see docs/identity.md)",
-                file=self.log,
+            log.info(
+                "identity stage off: the databases define none of its signals "
+                "(name this vehicle's in [identity], see docs/identity.md)"
             )
             return None
         return stage
@@ -257,7 +261,7 @@ class Agent:
         return chunk
 
     def _warn(self, line: str) -> None:
-        print(f"firmware-agent run: warning: {line}", file=self.log)
+        log.warning("%s", line)
 
     def _event(self, event: Event) -> None:
         self.collector.add_event(event)
@@ -407,7 +411,7 @@ class Agent:
                     next_heartbeat = time.monotonic() + self.config.heartbeat_interval
                 fatal = next((r.fatal for r in self.readers if r.fatal is not None), None)
                 if fatal is not None:
-                    print(f"firmware-agent run: error: {fatal}", file=self.log)
+                    log.error("%s", fatal)
                     status = 1
                     break
                 if self.config.exit_at_end and self._data_ended():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -77,6 +78,8 @@ def _run_agent(tmp_path: Path, capture: Path) -> tuple[Agent, float, str]:
     )
     log_path = tmp_path / "agent.log"
     with log_path.open("w") as log:
+        handler = logging.StreamHandler(log)  # the agent speaks through logging, as under systemd
+        logging.getLogger("firmware_agent").addHandler(handler)
         agent = Agent(config, log=log, sources=[open_source(f"replay:{capture}")])
         stop = threading.Event()
         statuses: list[int] = []
@@ -92,6 +95,7 @@ def _run_agent(tmp_path: Path, capture: Path) -> tuple[Agent, float, str]:
         worker.join(timeout=15)
         assert not worker.is_alive(), "the stop flag was not reached: the pipeline thread spins"
         assert statuses == [0]
+        logging.getLogger("firmware_agent").removeHandler(handler)
     return agent, time.monotonic() - started, log_path.read_text()
 
 
