@@ -25,3 +25,12 @@ def default_dbc_specs() -> list[str]:
     """`CHANNEL=FILE` specs binding each of our buses to its DBC, as `--dbc` takes them."""
     folder = default_dbc_dir()
     return [f"{bus}={folder / (bus + '.dbc')}" for bus in BUS_NAMES]
+
+
+def default_channel_aliases() -> dict[str, str]:
+    """The channel numbers python-can reads back from the simulator's ASC/BLF captures, by bus.
+
+    ASC and BLF number their channels; `sim/outputs.py` writes the buses as channels 1-4 in `BUS_NAMES`
+    order, which python-can reads back as "0" to "3".
+    """
+    return {str(number): bus for number, bus in enumerate(BUS_NAMES)}

@@ -81,12 +81,11 @@ def _do_decode(args: argparse.Namespace) -> int:
         import_python_can(need_mf4="MF4" in formats)
 
     from firmware_agent.decode.captures import DecodeOptions, decode_captures, progress_printer
-    from firmware_agent.decode.catalog import Catalog
     from firmware_agent.decode.summary import Summary
 
     if args.captures.count("-") > 1:
         raise UserError("stdin (-) can be read only once")
-    catalog = Catalog.from_specs(_dbc_specs(args.dbc))
+    catalog = load_catalog(args.dbc)
     _check_filters(catalog, args.message, args.signal)
     summary_only = args.summary or (args.format is None and args.output is None and sys.stdout.isatty())
     options = DecodeOptions(
@@ -116,7 +115,33 @@ def _do_decode(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if not summary_only:
         print(summary.skip_line(), file=sys.stderr)
+    report_coverage(options.reports, catalog, builtin=not args.dbc, strict=args.strict)
     return 0
+
+
+def load_catalog(given: list[str] | None) -> Catalog:
+    """The databases of `--dbc`, else the vehicle's own bound to its buses and their ASC/BLF numbers."""
+    from firmware_agent.decode.catalog import Catalog
+
+    catalog = Catalog.from_specs(_dbc_specs(given))
+    if not given:
+        from firmware_agent.vehicle import default_channel_aliases
+
+        for number, bus in default_channel_aliases().items():
+            catalog.alias(number, bus)
+    return catalog
+
+
+def report_coverage(reports: list[Any], catalog: Catalog, builtin: bool, strict: bool) -> None:
+    """Say on stderr what decoded nothing (`decode/coverage.py`); with `strict`, the first is an error."""
+    from firmware_agent.decode.coverage import coverage_findings
+
+    findings = coverage_findings(reports, catalog, builtin)
+    if strict and findings:
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        raise UserError(f"{findings[0]}{more} [--strict]")
+    for line in findings:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _check_filters(catalog: Catalog, messages: list[str] | None, signals: list[str] | None) -> None:
@@ -127,11 +152,28 @@ def _check_filters(catalog: Catalog, messages: list[str] | None, signals: list[s
         f"{message.name}.{signal.name}" for message in known for signal in message.signals
     }
     for option, given, names in (("--message", messages, message_names), ("--signal", signals, signal_names)):
+        by_case = {name.casefold(): name for name in names}
         for name in given or ():
             if name not in names:
-                close = difflib.get_close_matches(name, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                close = [by_case[name.casefold()]] if name.casefold() in by_case else []
+                close = close or difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean {close[0]!r}? names are case-sensitive)" if close else ""
                 raise UserError(f"{option} {name!r}: no such {option[2:]} in the databases given{hint}")
+    if messages and signals:
+        chosen = [message for message in known if message.name in messages]
+        for name in signals:
+            owner, _, signal = name.rpartition(".")
+            if not any(
+                (not owner or message.name == owner) and any(s.name == signal for s in message.signals)
+                for message in chosen
+            ):
+                holders = sorted(
+                    {message.name for message in known if any(s.name == signal for s in message.signals)}
+                )
+                raise UserError(
+                    f"--signal {name!r} is in none of the --message {', '.join(sorted(messages))} "
+                    f"(it is in {', '.join(holders)}): the two filters together select nothing for it"
+                )
 
 
 def _dbc_specs(given: list[str] | None) -> list[str]:

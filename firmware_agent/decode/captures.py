@@ -11,9 +11,12 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
+
+import numpy as np
 
 from firmware_agent.decode.catalog import Catalog
 from firmware_agent.decode.compiled import SKIP_INVALID_VALUE, SKIP_TOO_SHORT, SKIP_UNDEFINED_MUX, SKIP_UNPACK
@@ -41,6 +44,26 @@ class DecodeOptions:
     batch_frames: int = 200_000
     progress: Callable[[str, int | None, int | None, int], None] | None = None
     malformed: list[str] = field(default_factory=list)
+    #: one per capture read, filled by `decode_captures`
+    reports: list[CaptureReport] = field(default_factory=list)
+
+
+@dataclass
+class CaptureReport:
+    """What one capture held and what of it decoded, per channel (for the never-silent checks)."""
+
+    name: str
+    frames: Counter[str] = field(default_factory=Counter)
+    decoded: Counter[str] = field(default_factory=Counter)
+
+    def count(self, batch: FrameBatch, groups: list[DecodedGroup]) -> None:
+        """Account for one batch."""
+        per_code = np.bincount(batch.channel, minlength=len(batch.channels)).tolist()
+        for name, frames in zip(batch.channels, per_code, strict=False):
+            if frames:
+                self.frames[name] += frames
+        for group in groups:
+            self.decoded[group.channel] += len(group.rows)
 
 
 def decode_captures(
@@ -54,6 +77,8 @@ def decode_captures(
     decoder = VectorDecoder(catalog, options.decode_choices, options.messages)
     for path in paths:
         capture = open_capture(path, strict=options.strict)
+        report = CaptureReport(capture.name)
+        options.reports.append(report)
         frames_before = 0
         # parsed in small blocks (cache-friendly), decoded in large batches (fewer per-message steps)
         for batch in _prefetch(rebatched(capture, options.batch_frames)):
@@ -61,6 +86,7 @@ def decode_captures(
             if options.strict:
                 _fail_on_decode_errors(capture.name, batch, result.skipped, frames_before)
             summary.add(batch, result)
+            report.count(batch, result.groups)
             if writer is not None:
                 writer.write(_select_signals(result.groups, options.signals))
             frames_before += len(batch)

@@ -49,6 +49,11 @@ def load_database(path: Path, warn: Callable[[str], None] | None = None) -> Data
     Raises `UserError` naming the file (and line, where cantools reports one) when it cannot be loaded.
     `warn` receives one line when the file only loads without strict checks.
     """
+    if path.is_dir():
+        raise UserError(
+            f"{path}: is a folder, not a database; give its files (--dbc {path}/NAME.dbc, or CHANNEL=FILE "
+            "for each bus)"
+        )
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     from firmware_agent.decode.dbc_cache import load_cached
@@ -222,6 +227,8 @@ class Catalog:
         self.sources: list[DbcSpec] = []
         #: J1939 PGNs that more than one message on a channel defines (found by `add`)
         self.ambiguities: list[PgnAmbiguity] = []
+        #: other names of bound channels (ASC/BLF channel numbers of the vehicle's buses): {alias: channel}
+        self.aliases: dict[str, str] = {}
 
     @classmethod
     def from_specs(
@@ -273,8 +280,15 @@ class Catalog:
                 table.by_pgn[pgn] = message
         self._cache.clear()
 
+    def alias(self, alias: str, channel: str) -> None:
+        """Let frames seen on `alias` decode as if seen on `channel` (which must already be bound)."""
+        self.aliases[alias] = channel
+        self._cache.clear()
+
     def bitrate(self, channel: str | None) -> BusBitrate | None:
         """The bitrate declared by the databases bound to `channel` (else by those bound to every channel)."""
+        if channel is not None:
+            channel = self.aliases.get(channel, channel)
         return self._bitrates.get(channel) or self._bitrates.get(None)
 
     @property
@@ -285,6 +299,8 @@ class Catalog:
     def messages(self, channel: str | None = None) -> list[Message]:
         """Every message definition visible on `channel` (its own databases, then the global ones)."""
         seen: dict[int, Message] = {}
+        if channel is not None:
+            channel = self.aliases.get(channel, channel)
         for key in (channel, None) if channel is not None else (None,):
             table = self._tables.get(key)
             if table is None:
@@ -307,7 +323,7 @@ class Catalog:
         except KeyError:
             pass
         found = None
-        for table_key in (channel, None):
+        for table_key in (self.aliases.get(channel, channel) if channel is not None else None, None):
             table = self._tables.get(table_key)
             if table is None:
                 continue
