@@ -18,6 +18,9 @@ from firmware_agent.errors import UserError
 #: Subcommand modules under `firmware_agent.cli`, in the order `--help` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
     "decode",
+    "signals",
+    "convert",
+    "plot",
     "sim",
     "run",
     "keys",

@@ -100,8 +100,9 @@ def _do_decode(args: argparse.Namespace) -> int:
     summary = Summary(bitrate=args.bitrate, bus_bitrate=catalog.bitrate)
     format_name = args.format or "jsonl"
     text_output = args.output if summary_only or format_name != "parquet" else None
+    vss = _vss_names(args.dbc)
     with _Output(text_output) as out:
-        writer = None if summary_only else _writer(format_name, args.output, out, not args.no_choices)
+        writer = None if summary_only else _writer(format_name, args.output, out, not args.no_choices, vss)
         try:
             decode_captures(args.captures, catalog, options, writer, summary)
         finally:
@@ -115,8 +116,32 @@ def _do_decode(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if not summary_only:
         print(summary.skip_line(), file=sys.stderr)
+    if not summary_only and args.output is not None and format_name != "parquet":
+        _write_schema_sidecar(Path(args.output + ".schema.json"), catalog, summary, vss)
     report_coverage(options.reports, catalog, builtin=not args.dbc, strict=args.strict)
     return 0
+
+
+def _vss_names(given: list[str] | None) -> dict[str, str]:
+    """The vehicle's VSS names when its own DBCs are used, else none."""
+    if given:
+        return {}
+    from firmware_agent.vehicle import default_dbc_dir
+    from firmware_agent.vss import VssMap
+
+    return VssMap.load(default_dbc_dir() / "vss.toml").to_vss
+
+
+def _write_schema_sidecar(path: Path, catalog: Catalog, summary: Any, vss: dict[str, str]) -> None:
+    """`OUTPUT.schema.json` beside jsonl/csv output: the `signals --json` entries of the decoded messages."""
+    from firmware_agent.atomic import write_atomic
+    from firmware_agent.decode.schema import describe_messages, schema_json
+
+    decoded = {name for _, name in summary.messages}
+    bindings = [(channel, message) for channel, message in catalog.all_messages() if message.name in decoded]
+    write_atomic(
+        path, schema_json(describe_messages(bindings, vss)).encode("utf-8"), mode=0o644, durable=False
+    )
 
 
 def load_catalog(given: list[str] | None) -> Catalog:
@@ -194,7 +219,9 @@ def _wants_progress(paths: list[str]) -> bool:
     return sum(sizes) >= PROGRESS_MIN_BYTES
 
 
-def _writer(format_name: str, output: str | None, out: TextIO, decode_choices: bool) -> Any:
+def _writer(
+    format_name: str, output: str | None, out: TextIO, decode_choices: bool, vss: dict[str, str]
+) -> Any:
     from firmware_agent.io.csv import CsvWriter
     from firmware_agent.io.jsonl import JsonlWriter
     from firmware_agent.io.parquet import ParquetWriter
@@ -202,7 +229,7 @@ def _writer(format_name: str, output: str | None, out: TextIO, decode_choices: b
     if format_name == "parquet":
         if output is None:
             raise UserError("--format parquet needs -o FOLDER (one file per message)")
-        return ParquetWriter(Path(output), decode_choices)
+        return ParquetWriter(Path(output), decode_choices, vss=vss)
     return CsvWriter(out) if format_name == "csv" else JsonlWriter(out)
 
 

@@ -1,5 +1,6 @@
-"""csv output: one row per signal value, `timestamp,channel,id,message,signal,value`, in capture order;
-`value` is the value-table name where there is one (unless `--no-choices`), else the physical value."""
+"""csv output: one row per signal value, `timestamp,channel,id,message,signal,value,unit`, in capture
+order; `value` is the value-table name where there is one (unless `--no-choices`), else the physical
+value; `unit` is the DBC's (empty where it has none)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from firmware_agent.decode.vectorised import DecodedGroup
 class CsvWriter:
     """One CSV row per signal value, in capture order."""
 
-    header = ("timestamp", "channel", "id", "message", "signal", "value")
+    header = ("timestamp", "channel", "id", "message", "signal", "value", "unit")
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -28,7 +29,9 @@ class CsvWriter:
     @staticmethod
     def _group_rows(group: DecodedGroup) -> list[str]:
         prefix_tail = f",{_csv_field(group.channel)},{group.arbitration_id},{_csv_field(group.message.name)},"
+        units = {signal.name: signal.unit or "" for signal in group.message.signals}
         names = [_csv_field(name) for name in group.signals]
+        tails = [f",{_csv_field(units.get(name, ''))}\n" for name in group.signals]
         columns = [column_values(column) for column in group.signals.values()]
         stamps = [repr(value) for value in group.timestamp.tolist()]
         rows = []
@@ -36,8 +39,8 @@ class CsvWriter:
             prefix = stamp + prefix_tail
             rows.append(
                 "".join(
-                    f"{prefix}{name},{_csv_field(str(value))}\n"
-                    for name, value in zip(names, values, strict=False)
+                    f"{prefix}{name},{_csv_field(str(value))}{tail}"
+                    for name, tail, value in zip(names, tails, values, strict=False)
                     if value is not None
                 )
             )

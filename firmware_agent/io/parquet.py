@@ -19,11 +19,14 @@ class ParquetWriter:
     """One parquet file per (channel, message) in the `-o` folder, one column per signal.
 
     Files are named `CHANNEL.MESSAGE.parquet` (`_` for a capture without channel names). Columns:
-    `timestamp` (float64 seconds), `id` (uint32; J1939 messages keep their source address), then one
+    `timestamp` (float64 seconds), `time` (the same instant as `timestamp[us, tz=UTC]`), `id` (uint32;
+    J1939 messages keep their source address), then one
     column per signal in DBC order holding the physical value (int64 where cantools gives integers, else
     float64; null in rows whose multiplexer value does not carry the signal) and, for signals with a value
     table, `SIGNAL_label` with the name (dictionary-encoded; null where the value has no name). Float
     columns are written without dictionary pages (faster and, measured on the RAV4, 13 % smaller files).
+    Each signal's field metadata holds what `decode/schema.py` says of it: `unit`, `datatype`, `choices`
+    (JSON), `comment`, `vss` (where a VSS mapping is given) and `minimum`/`maximum`.
     Rows are buffered per message and written in row groups of `row_group_rows`; when all messages
     together hold more than `max_buffered_rows`, the fullest buffers are written early (smaller row
     groups, bounded memory).
@@ -35,6 +38,7 @@ class ParquetWriter:
         decode_choices: bool = True,
         row_group_rows: int = 65_536,
         max_buffered_rows: int = 262_144,
+        vss: dict[str, str] | None = None,
     ) -> None:
         try:
             import pyarrow
@@ -49,6 +53,7 @@ class ParquetWriter:
             raise UserError(f"{folder}: cannot create: {exc.strerror or exc}") from None
         self.folder = folder
         self.decode_choices = decode_choices
+        self.vss = vss or {}
         self.row_group_rows = row_group_rows
         self.max_buffered_rows = max_buffered_rows
         self._buffered = 0
@@ -62,7 +67,7 @@ class ParquetWriter:
             if table is None:
                 name = f"{group.channel or '_'}.{group.message.name}.parquet".replace("/", "_")
                 table = self._tables[key] = _MessageTable(
-                    self.folder / name, group.message, self.decode_choices
+                    self.folder / name, group.message, self.decode_choices, self.vss
                 )
             table.add(group)
             self._buffered += len(group.rows)
@@ -89,18 +94,26 @@ class ParquetWriter:
 class _MessageTable:
     """The parquet file of one message: a fixed schema from the DBC, rows buffered between row groups."""
 
-    def __init__(self, path: Path, message: Message, decode_choices: bool) -> None:
+    def __init__(self, path: Path, message: Message, decode_choices: bool, vss: dict[str, str]) -> None:
         import pyarrow as pa
 
         self._pa = pa
         self.path = path
-        fields = [pa.field("timestamp", pa.float64()), pa.field("id", pa.uint32())]
+        fields = [
+            pa.field("timestamp", pa.float64(), metadata={"unit": "s"}),
+            pa.field("time", pa.timestamp("us", tz="UTC")),
+            pa.field("id", pa.uint32()),
+        ]
         self.labels: dict[str, str] = {}
-        taken = {signal.name for signal in message.signals} | {"timestamp", "id"}
+        taken = {signal.name for signal in message.signals} | {"timestamp", "time", "id"}
         self.dtypes: dict[str, np.dtype] = {}
         for signal in message.signals:
             dtype = self.dtypes[signal.name] = _column_dtype(signal)
-            fields.append(pa.field(signal.name, pa.from_numpy_dtype(dtype)))
+            fields.append(
+                pa.field(
+                    signal.name, pa.from_numpy_dtype(dtype), metadata=_field_metadata(message, signal, vss)
+                )
+            )
             if decode_choices and signal.conversion.choices:
                 label = f"{signal.name}_label"
                 while label in taken:
@@ -120,6 +133,8 @@ class _MessageTable:
         count = len(group.rows)
         self._values["timestamp"].append(group.timestamp)
         self._nulls["timestamp"].append(None)
+        self._values["time"].append(np.round(group.timestamp * 1e6).astype(np.int64))
+        self._nulls["time"].append(None)
         self._values["id"].append(np.full(count, group.arbitration_id, np.uint32))
         self._nulls["id"].append(None)
         for name, dtype in self.dtypes.items():
@@ -190,6 +205,23 @@ class _MessageTable:
         self.flush()
         if self._writer is not None:
             self._writer.close()
+
+
+def _field_metadata(message: Message, signal: Signal, vss: dict[str, str]) -> dict[str, str]:
+    """A signal's schema entry (`decode/schema.py`) as parquet field metadata (text values only)."""
+    import json
+
+    from firmware_agent.decode.schema import describe_signal
+
+    info = describe_signal(message, signal, vss)
+    metadata = {"unit": info.unit, "datatype": info.datatype}
+    if info.choices:
+        metadata["choices"] = json.dumps(info.choices)
+    for key in ("comment", "vss", "vss_datatype", "minimum", "maximum"):
+        value = getattr(info, key)
+        if value is not None:
+            metadata[key] = str(value)
+    return metadata
 
 
 def _arrow_array(pa: Any, values: np.ndarray, arrow_type: Any, null: np.ndarray | None = None) -> Any:

@@ -112,11 +112,11 @@ def test_csv_output(
     status, out, _ = _run(capsys, str(capture), "--dbc", str(motohawk), "--format", "csv", "-o", str(target))
     assert status == 0 and out == ""
     lines = target.read_text().splitlines()
-    assert lines[0] == "timestamp,channel,id,message,signal,value"
+    assert lines[0] == "timestamp,channel,id,message,signal,value,unit"
     assert lines[1:4] == [
-        "1533226487.000018,can0,496,ExampleMessage,Enable,Enabled",
-        "1533226487.000018,can0,496,ExampleMessage,AverageRadius,3.2",
-        "1533226487.000018,can0,496,ExampleMessage,Temperature,250.1",
+        "1533226487.000018,can0,496,ExampleMessage,Enable,Enabled,-",
+        "1533226487.000018,can0,496,ExampleMessage,AverageRadius,3.2,m",
+        "1533226487.000018,can0,496,ExampleMessage,Temperature,250.1,degK",
     ]
     assert len(lines) == 1 + 3 * 3
 
