@@ -14,7 +14,7 @@ from firmware_agent.errors import UserError
 if TYPE_CHECKING:
     from firmware_agent.decode.catalog import Catalog
 
-FORMATS = ("jsonl", "csv", "parquet")
+FORMATS = ("jsonl", "csv", "wide-csv", "parquet")
 #: Captures at least this big get a progress line when stderr is a terminal.
 PROGRESS_MIN_BYTES = 32 << 20
 #: Formats (as `detect_format` names them) read without python-can.
@@ -43,6 +43,22 @@ def add_subparser(subparsers: Any) -> None:
         "default: the vehicle's own DBCs",
     )
     parser.add_argument("--format", choices=FORMATS, help="output format (default jsonl)")
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="csv with one row per frame and one column per signal (same as --format wide-csv)",
+    )
+    parser.add_argument(
+        "--resample",
+        type=float,
+        metavar="SECONDS",
+        help="wide csv on one time grid: a row every SECONDS, each signal's last value held",
+    )
+    parser.add_argument(
+        "--single-file",
+        action="store_true",
+        help="parquet as one tidy file (-o FILE.parquet: one row per value) instead of a folder",
+    )
     parser.add_argument("--summary", action="store_true", help="print a table per message instead of records")
     parser.add_argument(
         "-o", "--output", metavar="PATH", help="write to PATH instead of stdout (a folder for parquet)"
@@ -98,11 +114,28 @@ def _do_decode(args: argparse.Namespace) -> int:
     if args.bitrate is not None and args.bitrate <= 0:
         raise UserError(f"--bitrate must be a positive number of bit/s, not {args.bitrate}")
     summary = Summary(bitrate=args.bitrate, bus_bitrate=catalog.bitrate)
-    format_name = args.format or "jsonl"
+    format_name = _format_name(args)
     text_output = args.output if summary_only or format_name != "parquet" else None
     vss = _vss_names(args.dbc)
     with _Output(text_output) as out:
-        writer = None if summary_only else _writer(format_name, args.output, out, not args.no_choices, vss)
+        writer: Any = None
+        if summary_only:
+            pass
+        elif format_name == "wide-csv":
+            from firmware_agent.io.wide_csv import WideCsvWriter, wide_columns
+
+            columns = wide_columns(
+                (message for _, message in catalog.all_messages()), options.messages, options.signals
+            )
+            writer = WideCsvWriter(out, columns, args.resample)
+        elif args.single_file:
+            from firmware_agent.io.parquet_single import SingleParquetWriter
+
+            if args.output is None:
+                raise UserError("--format parquet --single-file needs -o FILE.parquet")
+            writer = SingleParquetWriter(Path(args.output), not args.no_choices)
+        else:
+            writer = _writer(format_name, args.output, out, not args.no_choices, vss)
         try:
             decode_captures(args.captures, catalog, options, writer, summary)
         finally:
@@ -120,6 +153,22 @@ def _do_decode(args: argparse.Namespace) -> int:
         _write_schema_sidecar(Path(args.output + ".schema.json"), catalog, summary, vss)
     report_coverage(options.reports, catalog, builtin=not args.dbc, strict=args.strict)
     return 0
+
+
+def _format_name(args: argparse.Namespace) -> str:
+    """The output format, after checking that the layout options fit it."""
+    format_name: str = args.format or ("wide-csv" if args.wide or args.resample is not None else "jsonl")
+    if args.wide or args.resample is not None:
+        if format_name == "csv":
+            format_name = "wide-csv"
+        if format_name != "wide-csv":
+            option = "--wide" if args.wide else "--resample"
+            raise UserError(f"{option} is a csv layout; use --format csv (not {format_name})")
+    if args.resample is not None and not (args.resample > 0 and args.resample < float("inf")):
+        raise UserError(f"--resample must be a positive number of seconds, not {args.resample}")
+    if args.single_file and format_name != "parquet":
+        raise UserError(f"--single-file is a parquet layout; use --format parquet (not {format_name})")
+    return format_name
 
 
 def _vss_names(given: list[str] | None) -> dict[str, str]:

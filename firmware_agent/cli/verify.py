@@ -46,7 +46,15 @@ def add_subparser(subparsers: Any) -> None:
     broker.add_argument("--key", metavar="FILE", type=Path, help="client certificate's private key (mqtts)")
     broker.add_argument("--save", metavar="DUMP", type=Path, help="also append every message to this dump")
     output = parser.add_argument_group("output")
-    output.add_argument("--format", choices=("jsonl", "csv", "none"), default="jsonl", help="sample format")
+    output.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "parquet", "none"),
+        default="jsonl",
+        help="sample format (parquet: -o FOLDER gets samples, events and batches .parquet)",
+    )
+    output.add_argument(
+        "--batches", metavar="FILE", type=Path, help="one JSON line per batch: campaign, counters, driver"
+    )
     output.add_argument("-o", "--output", metavar="FILE", type=Path, help="write samples here, not to stdout")
     output.add_argument(
         "--events",
@@ -113,9 +121,19 @@ def _do_verify(args: argparse.Namespace) -> int:
             owners.update(dict.fromkeys(found, vehicle))
     verifier = TelemetryVerifier(keys, allow_duplicates=args.allow_duplicates, owners=owners)
     with contextlib.ExitStack() as stack:
-        samples = None
-        if args.format != "none":
+        samples: Any = None
+        if args.format == "parquet":
+            from firmware_agent.telemetry.export import ParquetExport
+
+            if args.output is None:
+                raise UserError("--format parquet needs -o FOLDER")
+            samples = stack.enter_context(contextlib.closing(ParquetExport(args.output)))
+        elif args.format != "none":
             samples = SampleWriter(_open_output(args.output, stack), args.format)
+        if args.batches is not None:
+            from firmware_agent.telemetry.export import BatchWriter
+
+            batches = BatchWriter(_open_output(None if str(args.batches) == "-" else args.batches, stack))
         saver = DumpWriter(_open_output(args.save, stack, "a")) if args.save else None
         events = None
         if args.events is not None:
@@ -149,6 +167,8 @@ def _do_verify(args: argparse.Namespace) -> int:
                         samples.write(result)
                     if events is not None:
                         events.write(result)
+                    if args.batches is not None:
+                        batches.write(result)
         except KeyboardInterrupt:
             pass  # report what arrived so far
         for gap in verifier.finish():
