@@ -5,7 +5,12 @@ temporary folder, then times, in one run on the same machine:
 
   (a) baseline: python-can `LogReader` + `db.decode_message` per frame into lists (in this process);
   (b) `firmware-agent decode --format parquet -o out/` (a subprocess: start-up included; best of 3);
-  (c) optionally `cantools decode` (`--cantools`), the command-line tool a user would reach for.
+  (c) optionally `cantools decode` (`--cantools`), the command-line tool a user would reach for;
+  (m) an MF4 (CANedge) capture, CSS's 150 k-frame J1939 sample: `firmware-agent decode --format parquet`
+      against asammdf's own bus-logging extraction (`MDF(...).extract_bus_logging(...)`), each a
+      subprocess with its imports, best of `--repeat`;
+  (s) the latency of `firmware-agent decode -` on a pipe: the time from writing a candump line to
+      reading its jsonl record, over 50 lines written 20 ms apart (median and worst).
 
 It prints wall and CPU seconds and the ratios (CPU time is what to compare when other work shares
 the machine), and the peak RSS of (b) for the requested sizes (`--rss 1000000
@@ -35,6 +40,8 @@ DATA = ROOT.parent / "shared" / "data"
 CAPTURE = DATA / "captures" / "rav4" / "rav4_2018-08-02_seg40.log"
 DBC_CAN0 = DATA / "dbc" / "opendbc__toyota_new_mc_pt_generated.dbc"
 DBC_CAN1 = DATA / "dbc" / "opendbc__toyota_adas.dbc"
+MF4 = ROOT / "tests" / "data" / "captures" / "css_mf4" / "other_asammdf-basics_input_00000001.MF4"
+DBC_J1939 = ROOT / "tests" / "data" / "dbc" / "css__CSS-Electronics-SAE-J1939-DEMO.dbc"
 FIRMWARE_AGENT = Path(sys.executable).with_name("firmware-agent")
 
 
@@ -134,6 +141,84 @@ def ours(path: Path, output: Path) -> tuple[float, float, int]:
     )
 
 
+def mf4_case(folder: Path, repeat: int) -> None:
+    """(m): ours against asammdf's bus-logging extraction on the same MF4 file, in this run."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
+    command = [str(FIRMWARE_AGENT), "decode", str(MF4), "--dbc", str(DBC_J1939), "--format", "parquet"]
+    asammdf = (
+        "import sys\nfrom asammdf import MDF\n"
+        "MDF(sys.argv[1]).extract_bus_logging(database_files={'CAN': [(sys.argv[2], 0)]})\n"
+    )
+    baseline_command = [sys.executable, "-c", asammdf, str(MF4), str(DBC_J1939)]
+    run_cli([*command, "-o", str(folder / "mf4")], env)  # warm-up
+    run_cli(baseline_command, env)
+    mine = [run_cli([*command, "-o", str(folder / "mf4")], env) for _ in range(repeat)]
+    theirs = [run_cli(baseline_command, env) for _ in range(repeat)]
+    wall, cpu = min(run[0] for run in mine), min(run[1] for run in mine)
+    base_wall, base_cpu = min(run[0] for run in theirs), min(run[1] for run in theirs)
+    print(
+        f"(m) MF4, 150,411 frames: firmware-agent decode --format parquet {wall:5.2f} s wall {cpu:5.2f} s CPU"
+    )
+    print(
+        f"    asammdf extract_bus_logging:                      {base_wall:5.2f} s wall {base_cpu:5.2f} s CPU"
+    )
+    print(
+        f"    ratio asammdf/ours: {base_wall / wall:.2f}x wall, {base_cpu / cpu:.2f}x CPU (best of {repeat})"
+    )
+    # the same two in this process, imports done: reading and decoding alone
+    from asammdf import MDF
+
+    sys.path.insert(0, str(ROOT))
+    from firmware_agent.decode.catalog import Catalog
+    from firmware_agent.decode.vectorised import VectorDecoder
+    from firmware_agent.io import open_capture
+
+    catalog = Catalog.from_specs([str(DBC_J1939)], warn_stream=None)
+    mine_cpu, theirs_cpu, records = [], [], 0
+    for _ in range(repeat):
+        start = time.process_time()
+        decoder = VectorDecoder(catalog)
+        records = sum(len(g.rows) for batch in open_capture(str(MF4)) for g in decoder.decode(batch).groups)
+        mine_cpu.append(time.process_time() - start)
+        start = time.process_time()
+        MDF(str(MF4)).extract_bus_logging(database_files={"CAN": [(str(DBC_J1939), 0)]})
+        theirs_cpu.append(time.process_time() - start)
+    print(
+        f"    in-process, imports done: ours {min(mine_cpu):.3f} s CPU ({records:,} records),"
+        f" asammdf {min(theirs_cpu):.3f} s CPU: {min(theirs_cpu) / min(mine_cpu):.2f}x"
+    )
+
+
+def stdin_latency(lines: int = 50, gap: float = 0.02) -> None:
+    """(s): seconds from writing a candump line into `decode -` to reading its record."""
+    import statistics
+
+    dbc = ROOT / "tests" / "data" / "dbc" / "cantools__motohawk.dbc"
+    process = subprocess.Popen(
+        [str(FIRMWARE_AGENT), "decode", "-", "--dbc", str(dbc)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    delays = []
+    for number in range(lines):
+        sent = time.perf_counter()
+        process.stdin.write(f"({1700000000 + number}.000000) can0 1F0#C001400000000000\n".encode())
+        process.stdin.flush()
+        process.stdout.readline()
+        delays.append(time.perf_counter() - sent)
+        time.sleep(gap)
+    process.stdin.close()
+    process.wait(timeout=30)
+    delays = delays[1:]  # the first line also waits for start-up
+    print(
+        f"(s) decode - on a pipe: record {1000 * statistics.median(delays):.1f} ms after its line"
+        f" (median of {len(delays)}; worst {1000 * max(delays):.1f} ms)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -142,6 +227,8 @@ def main() -> None:
     parser.add_argument("--cantools", action="store_true", help="also time `cantools decode`")
     parser.add_argument("--no-baseline", action="store_true", help="skip the slow baseline loop")
     parser.add_argument("--repeat", type=int, default=3, help="runs of (b), the best is reported (default 3)")
+    parser.add_argument("--no-mf4", action="store_true", help="skip the MF4 case (m)")
+    parser.add_argument("--no-stdin", action="store_true", help="skip the stdin latency case (s)")
     parser.add_argument(
         "--rss", type=int, nargs="*", default=[], metavar="FRAMES", help="peak RSS at these sizes"
     )
@@ -173,6 +260,10 @@ def main() -> None:
                 f"  ({decoded:,} records, peak RSS {peak / 1024:.0f} MB)"
             )
             print(f"    speed-up (a)/(b): {base / seconds:.1f}x wall, {base_cpu / cpu:.1f}x CPU")
+        if not args.no_mf4:
+            mf4_case(Path(folder), args.repeat)
+        if not args.no_stdin:
+            stdin_latency()
         if args.cantools:
             cantools_seconds = _cantools(capture)
             print(f"(c) cantools decode (can0 DBC only):        {cantools_seconds:6.2f} s")

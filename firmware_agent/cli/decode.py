@@ -18,7 +18,7 @@ FORMATS = ("jsonl", "csv", "wide-csv", "parquet")
 #: Captures at least this big get a progress line when stderr is a terminal.
 PROGRESS_MIN_BYTES = 32 << 20
 #: Formats (as `detect_format` names them) read without python-can.
-_OWN_READERS = {"candump -L", "candump output", "stdin"}
+_OWN_READERS = {"candump -L", "candump output", "stdin", "MF4"}
 
 
 def add_subparser(subparsers: Any) -> None:

@@ -80,8 +80,12 @@ def decode_captures(
         report = CaptureReport(capture.name)
         options.reports.append(report)
         frames_before = 0
-        # parsed in small blocks (cache-friendly), decoded in large batches (fewer per-message steps)
-        for batch in _prefetch(rebatched(capture, options.batch_frames)):
+        # a pipe (`candump -L can0 | decode -`) is decoded block by block as lines arrive, each batch's
+        # records flushed at once; files are joined into large batches (fewer per-message steps)
+        live = path == "-"
+        batches = capture if live else rebatched(capture, options.batch_frames)
+        flush = getattr(writer, "flush", None) if live else None
+        for batch in _prefetch(batches):
             result = decoder.decode(batch)
             if options.strict:
                 _fail_on_decode_errors(capture.name, batch, result.skipped, frames_before)
@@ -89,6 +93,8 @@ def decode_captures(
             report.count(batch, result.groups)
             if writer is not None:
                 writer.write(_select_signals(result.groups, options.signals))
+                if flush is not None:
+                    flush()
             frames_before += len(batch)
             if options.progress is not None:
                 options.progress(capture.name, capture.position(), capture.size, frames_before)

@@ -1,8 +1,9 @@
 """Capture files in and decoded records out, one module per format (python-can's `can/io` layout).
 
 Readers, all yielding `FrameBatch`es (`frames.py`) in capture order: `candump_log.py` (candump `-L`,
-vectorised: the hot path), `candump_console.py` (candump console output), `python_can.py` (ASC, BLF, TRC,
-CSV, SQLite and MF4 through python-can's own readers). Writers of decoded frames (`writer.py`'s
+vectorised: the hot path), `candump_console.py` (candump console output), `mf4.py` (MF4 bus logging in
+bulk through asammdf), `python_can.py` (ASC, BLF, TRC, CSV, SQLite, and gzipped MF4, through
+python-can's own readers). Writers of decoded frames (`writer.py`'s
 `RecordWriter`): `jsonl.py`, `csv.py`, `parquet.py`. The simulator writes captures with python-can's
 writers (`sim/outputs.py`).
 
@@ -157,6 +158,10 @@ def open_capture(path: str, strict: bool = False, chunk_size: int = DEFAULT_CHUN
         capture._batches = iter(CandumpLogReader(stream, capture.name, capture.stats, strict, head=head))
     elif format_name == "candump output":
         capture._batches = iter(CandumpConsoleReader(stream, capture.name, capture.stats, strict, head=head))
+    elif format_name == "MF4" and not compressed:
+        from firmware_agent.io.mf4 import Mf4Reader
+
+        capture._batches = iter(Mf4Reader(Path(path), chunk_size, capture.stats))
     else:
         reader_stream = (
             stream if path != "-" and (compressed or format_name not in ("SQLite", "MF4")) else None

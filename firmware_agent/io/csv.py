@@ -46,6 +46,10 @@ class CsvWriter:
             )
         return rows
 
+    def flush(self) -> None:
+        """Hand what is written to the reader now (live input)."""
+        self.stream.flush()
+
     def close(self) -> None:
         """Flush the stream."""
         self.stream.flush()

@@ -19,6 +19,10 @@ class JsonlWriter:
         texts = [group_json_lines(group) for group in groups]
         self.stream.writelines(in_capture_order(groups, texts))
 
+    def flush(self) -> None:
+        """Hand what is written to the reader now (live input)."""
+        self.stream.flush()
+
     def close(self) -> None:
         """Flush the stream."""
         self.stream.flush()

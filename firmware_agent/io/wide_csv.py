@@ -136,6 +136,10 @@ class WideCsvWriter:
         if count > 0:
             self._next_grid = float(grid[-1]) + step
 
+    def flush(self) -> None:
+        """Hand what is written to the reader now (live input)."""
+        self.stream.flush()
+
     def close(self) -> None:
         """Flush the stream."""
         self.stream.flush()
