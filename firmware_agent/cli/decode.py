@@ -61,6 +61,12 @@ def add_subparser(subparsers: Any) -> None:
     )
     parser.add_argument("--summary", action="store_true", help="print a table per message instead of records")
     parser.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="with --summary: bus load per channel in intervals of SECONDS, with the peak",
+    )
+    parser.add_argument(
         "-o", "--output", metavar="PATH", help="write to PATH instead of stdout (a folder for parquet)"
     )
     parser.add_argument("--message", action="append", metavar="NAME", help="only this message (repeatable)")
@@ -90,6 +96,7 @@ def _do_decode(args: argparse.Namespace) -> int:
     from firmware_agent.decode.startup import defer_python_can, import_python_can
     from firmware_agent.io import detect_format
 
+    args.captures = expand_captures(args.captures)
     formats = {detect_format(path) for path in args.captures}
     if formats <= _OWN_READERS:
         defer_python_can()  # our own parsers read these: python-can is imported only if used
@@ -105,6 +112,7 @@ def _do_decode(args: argparse.Namespace) -> int:
     _check_filters(catalog, args.message, args.signal)
     summary_only = args.summary or (args.format is None and args.output is None and sys.stdout.isatty())
     options = DecodeOptions(
+        summary_settings=(args.bitrate, catalog.bitrate, args.interval),
         decode_choices=not args.no_choices,
         messages=set(args.message) if args.message else None,
         signals=set(args.signal) if args.signal else None,
@@ -113,7 +121,9 @@ def _do_decode(args: argparse.Namespace) -> int:
     )
     if args.bitrate is not None and args.bitrate <= 0:
         raise UserError(f"--bitrate must be a positive number of bit/s, not {args.bitrate}")
-    summary = Summary(bitrate=args.bitrate, bus_bitrate=catalog.bitrate)
+    if args.interval is not None and not (0 < args.interval < float("inf")):
+        raise UserError(f"--interval must be a positive number of seconds, not {args.interval}")
+    summary = Summary(bitrate=args.bitrate, bus_bitrate=catalog.bitrate, interval=args.interval)
     format_name = _format_name(args)
     text_output = args.output if summary_only or format_name != "parquet" else None
     vss = _vss_names(args.dbc)
@@ -144,7 +154,14 @@ def _do_decode(args: argparse.Namespace) -> int:
             if writer is not None:
                 writer.close()
         if summary_only:
-            summary.render(out)
+            if len(options.reports) > 1:
+                for report in options.reports:
+                    out.write(f"== {report.name}\n")
+                    report.summary.render(out)
+                    out.write("\n")
+                out.write(f"== all {len(options.reports)} captures\n{summary.skip_line()}\n")
+            else:
+                summary.render(out)
     for line in options.malformed:
         print(line, file=sys.stderr)
     if not summary_only:
@@ -191,6 +208,23 @@ def _write_schema_sidecar(path: Path, catalog: Catalog, summary: Any, vss: dict[
     write_atomic(
         path, schema_json(describe_messages(bindings, vss)).encode("utf-8"), mode=0o644, durable=False
     )
+
+
+def expand_captures(paths: list[str]) -> list[str]:
+    """Capture paths with each folder replaced by the captures in it (by extension, sorted by name)."""
+    from firmware_agent.io import capture_extension
+
+    expanded = []
+    for path in paths:
+        folder = Path(path)
+        if path == "-" or not folder.is_dir():
+            expanded.append(path)
+            continue
+        found = sorted(str(item) for item in folder.iterdir() if item.is_file() and capture_extension(item))
+        if not found:
+            raise UserError(f"{folder}: a folder without captures (.log, .asc, .blf, .trc, .csv, .mf4, .db)")
+        expanded.extend(found)
+    return expanded
 
 
 def load_catalog(given: list[str] | None) -> Catalog:

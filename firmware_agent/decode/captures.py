@@ -18,7 +18,7 @@ from typing import TextIO, TypeVar
 
 import numpy as np
 
-from firmware_agent.decode.catalog import Catalog
+from firmware_agent.decode.catalog import BusBitrate, Catalog
 from firmware_agent.decode.compiled import SKIP_INVALID_VALUE, SKIP_TOO_SHORT, SKIP_UNDEFINED_MUX, SKIP_UNPACK
 from firmware_agent.decode.summary import Summary
 from firmware_agent.decode.vectorised import DecodedGroup, Skipped, VectorDecoder
@@ -46,6 +46,12 @@ class DecodeOptions:
     malformed: list[str] = field(default_factory=list)
     #: one per capture read, filled by `decode_captures`
     reports: list[CaptureReport] = field(default_factory=list)
+    #: (bitrate, bus_bitrate, interval) for each capture's own `Summary` (rates and bus load per capture)
+    summary_settings: tuple[int | None, Callable[[str], BusBitrate | None] | None, float | None] = (
+        None,
+        None,
+        None,
+    )
 
 
 @dataclass
@@ -55,6 +61,8 @@ class CaptureReport:
     name: str
     frames: Counter[str] = field(default_factory=Counter)
     decoded: Counter[str] = field(default_factory=Counter)
+    #: this capture's own counts, rates and bus load (several captures: one table each)
+    summary: Summary = field(default_factory=Summary)
 
     def count(self, batch: FrameBatch, groups: list[DecodedGroup]) -> None:
         """Account for one batch."""
@@ -77,7 +85,8 @@ def decode_captures(
     decoder = VectorDecoder(catalog, options.decode_choices, options.messages)
     for path in paths:
         capture = open_capture(path, strict=options.strict)
-        report = CaptureReport(capture.name)
+        bitrate, bus_bitrate, interval = options.summary_settings
+        report = CaptureReport(capture.name, summary=Summary(bitrate, bus_bitrate, interval=interval))
         options.reports.append(report)
         frames_before = 0
         # a pipe (`candump -L can0 | decode -`) is decoded block by block as lines arrive, each batch's
@@ -90,6 +99,7 @@ def decode_captures(
             if options.strict:
                 _fail_on_decode_errors(capture.name, batch, result.skipped, frames_before)
             summary.add(batch, result)
+            report.summary.add(batch, result)
             report.count(batch, result.groups)
             if writer is not None:
                 writer.write(_select_signals(result.groups, options.signals))

@@ -66,6 +66,11 @@ class Summary:
     channel_bitrates: dict[str, tuple[BusBitrate, str]] = field(default_factory=dict)
     frames: int = 0
     decoded: int = 0
+    #: seconds per bin of `--summary --interval` (None: no load over time)
+    interval: float | None = None
+    #: per channel: bin number (floor(timestamp / interval)) -> seconds of bus time in it
+    load_bins: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    load_origin: float | None = None
 
     def add(self, batch: FrameBatch, result: BatchResult) -> None:
         """Account for one batch and what decoding it gave."""
@@ -87,6 +92,8 @@ class Summary:
                 self.channel_seconds[name] += (channel_bits - fast_bits) / bitrate.nominal + (
                     fast_bits / bitrate.data if bitrate.data else 0.0
                 )
+                if self.interval is not None:
+                    self._add_load_bins(name, stamps, bits[rows], bitrate)
         for group in result.groups:
             key = (group.channel, group.message.name)
             self.messages[key].add(len(group.rows), float(group.timestamp[0]), float(group.timestamp[-1]))
@@ -97,6 +104,45 @@ class Summary:
                 self.unknown[(skipped.channel, skipped.arbitration_id, skipped.is_extended)] += skipped.count
             elif skipped.message is not None:
                 self.errors[(skipped.channel, skipped.message)][skipped.reason] += skipped.count
+
+    def _add_load_bins(self, channel: str, stamps: np.ndarray, bits: np.ndarray, bitrate: BusBitrate) -> None:
+        # nominal bitrate for every bit here: the load over time is for spotting floods, not accounting
+        assert self.interval is not None
+        if self.load_origin is None:
+            self.load_origin = float(stamps.min())  # intervals start at the run's first frame
+        numbers = np.floor((stamps - self.load_origin) / self.interval).astype(np.int64)
+        first = int(numbers.min())
+        seconds = np.bincount(numbers - first, weights=bits / bitrate.nominal)
+        bins = self.load_bins[channel]
+        for offset in np.flatnonzero(seconds).tolist():
+            bins[first + offset] = bins.get(first + offset, 0.0) + float(seconds[offset])
+
+    def load_over_time(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per channel: bin start times and the bus load (0..1) in each, bins without frames at 0."""
+        assert self.interval is not None
+        result = {}
+        for channel, bins in self.load_bins.items():
+            numbers = np.arange(min(bins), max(bins) + 1)
+            seconds = np.array([bins.get(int(number), 0.0) for number in numbers])
+            result[channel] = ((self.load_origin or 0.0) + numbers * self.interval, seconds / self.interval)
+        return result
+
+    def _render_load_over_time(self, out: TextIO) -> None:
+        assert self.interval is not None
+        loads = self.load_over_time()
+        out.write(
+            f"\nbus load per {self.interval:g} s (peak, then each interval while there are at most 60):\n"
+        )
+        width = max([10, *(len(channel) for channel in loads)])
+        for channel, (starts, load) in sorted(loads.items()):
+            peak = int(np.argmax(load))
+            at = starts[peak] - (self.load_origin or 0.0)
+            out.write(
+                f"  {channel:<{width}} peak {100 * load[peak]:5.1f} % at {at:.1f} s"
+                f" (of {len(load)} intervals; median {100 * float(np.median(load)):.1f} %)\n"
+            )
+            if len(load) <= 60:
+                out.write("    " + " ".join(f"{100 * value:.0f}" for value in load.tolist()) + "\n")
 
     def _channel_bitrate(self, channel: str) -> BusBitrate:
         known = self.channel_bitrates.get(channel)
@@ -157,4 +203,6 @@ class Summary:
                 f"  {100 * load:5.1f} %"
                 f"  at {speed} ({source})\n"
             )
+        if self.interval is not None and self.load_bins:
+            self._render_load_over_time(out)
         out.write(f"\n{self.skip_line()}\n")

@@ -111,6 +111,14 @@ class Capture:
             self._raw.close()
 
 
+def capture_extension(path: Path) -> bool:
+    """True when the file's extension (under a `.gz`) is one of a capture format's."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    return bool(suffixes) and suffixes[-1] in _EXTENSIONS
+
+
 def detect_format(path: str) -> str:
     """The format `open_capture` would use for `path` (reads only the head; `-` is stdin)."""
     if path == "-":
