@@ -19,7 +19,6 @@ from firmware_agent.errors import UserError
 SUBCOMMANDS: tuple[str, ...] = (
     "decode",
     "signals",
-    "convert",
     "plot",
     "sim",
     "run",
