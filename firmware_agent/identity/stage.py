@@ -151,8 +151,10 @@ class IdentityStage:
         """Swap in a model the background refit finished (between drives only: a drive keeps its labels)."""
         ready = self._refitter.take() if self._refitter is not None else None
         if ready is not None:
+            changed = ready[0] is not None or self.model is not None
             self.model = ready[0]
-            log.info("identity: model refitted: %s", self._model_summary())
+            if changed:  # a refit with no profile active yet is not news
+                log.info("identity: model refitted: %s", self._model_summary())
 
     def annotate(self, batch: Batch) -> None:
         """Fill in the batch's `driver` map: confidence and the behavioural view of the profile it carries."""
