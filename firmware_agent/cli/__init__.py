@@ -18,6 +18,7 @@ from firmware_agent.errors import UserError
 #: Subcommand modules under `firmware_agent.cli`, in the order `--help` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
     "decode",
+    "convert",
     "signals",
     "plot",
     "sim",
