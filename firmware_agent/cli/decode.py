@@ -13,6 +13,7 @@ from firmware_agent.errors import UserError
 
 if TYPE_CHECKING:
     from firmware_agent.decode.catalog import Catalog
+    from firmware_agent.progress import CaptureProgress
 
 FORMATS = ("jsonl", "csv", "wide-csv", "parquet")
 #: Captures at least this big get a progress line when stderr is a terminal.
@@ -103,13 +104,14 @@ def _do_decode(args: argparse.Namespace) -> int:
     else:
         import_python_can(need_mf4="MF4" in formats)
 
-    from firmware_agent.decode.captures import DecodeOptions, decode_captures, progress_printer
+    from firmware_agent.decode.captures import DecodeOptions, decode_captures
     from firmware_agent.decode.summary import Summary
 
     if args.captures.count("-") > 1:
         raise UserError("stdin (-) can be read only once")
     catalog = load_catalog(args.dbc)
     _check_filters(catalog, args.message, args.signal)
+    progress = _progress(args.captures)
     summary_only = args.summary or (args.format is None and args.output is None and sys.stdout.isatty())
     options = DecodeOptions(
         summary_settings=(args.bitrate, catalog.bitrate, args.interval),
@@ -117,7 +119,7 @@ def _do_decode(args: argparse.Namespace) -> int:
         messages=set(args.message) if args.message else None,
         signals=set(args.signal) if args.signal else None,
         strict=args.strict,
-        progress=progress_printer() if _wants_progress(args.captures) else None,
+        progress=progress,
     )
     if args.bitrate is not None and args.bitrate <= 0:
         raise UserError(f"--bitrate must be a positive number of bit/s, not {args.bitrate}")
@@ -148,9 +150,11 @@ def _do_decode(args: argparse.Namespace) -> int:
             writer = _writer(format_name, args.output, out, not args.no_choices, vss)
         try:
             decode_captures(args.captures, catalog, options, writer, summary)
+            if progress is not None:
+                progress.finish()  # 100 % and the time taken
         finally:
-            if options.progress is not None:
-                sys.stderr.write("\n")
+            if progress is not None:
+                progress.close()
             if writer is not None:
                 writer.close()
         if summary_only:
@@ -295,11 +299,16 @@ def _dbc_specs(given: list[str] | None) -> list[str]:
         raise UserError(f"no --dbc given and {exc}") from None
 
 
-def _wants_progress(paths: list[str]) -> bool:
+def _progress(paths: list[str]) -> CaptureProgress | None:
+    """A progress line (percent of bytes, frames, ETA) for big captures when stderr is a terminal."""
+    from firmware_agent.progress import CaptureProgress
+
     if not sys.stderr.isatty():
-        return False
+        return None
     sizes = [os.path.getsize(path) for path in paths if path != "-" and os.path.isfile(path)]
-    return sum(sizes) >= PROGRESS_MIN_BYTES
+    if sum(sizes) < PROGRESS_MIN_BYTES or "-" in paths:
+        return None
+    return CaptureProgress(paths[0], sum(sizes))
 
 
 def _writer(

@@ -6,10 +6,16 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_agent.errors import UserError
+
+if TYPE_CHECKING:
+    import can
+
+    from firmware_agent.progress import ProgressLine
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -114,7 +120,17 @@ def _do_sim(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     if not live:
-        count = write_capture(simulation.frames(), args.out)
+        progress = _progress(args.duration, args.out)
+        try:
+            frames = simulation.frames()
+            if progress is not None:
+                frames = _reporting(frames, progress, start_time)
+            count = write_capture(frames, args.out)
+            if progress is not None:
+                progress.finish()
+        finally:
+            if progress is not None:
+                progress.close()
         where = str(args.out)
     else:
         fd_buses = {bus for bus, db in simulation.databases.items() if any(m.is_fd for m in db.messages)}
@@ -144,6 +160,34 @@ def _do_sim(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+#: Simulated seconds from which `sim --out` shows a progress line on a terminal (a minute takes about 1 s).
+PROGRESS_MIN_SECONDS = 300.0
+#: Frames between progress updates (the line itself redraws at most five times a second).
+_PROGRESS_EVERY = 4096
+
+
+def _progress(duration: float, out: Path) -> ProgressLine | None:
+    """A progress line in simulated seconds for a long run, only when stderr is a terminal."""
+    from firmware_agent.progress import ProgressLine
+
+    if duration < PROGRESS_MIN_SECONDS or not sys.stderr.isatty():
+        return None
+    return ProgressLine(str(out), total=duration)
+
+
+def _reporting(
+    frames: Iterable[can.Message], progress: ProgressLine, start_time: float
+) -> Iterator[can.Message]:
+    """`frames` unchanged, telling `progress` how many simulated seconds have been written."""
+    count = 0
+    for frame in frames:
+        count += 1
+        if count % _PROGRESS_EVERY == 0:
+            progress.update(frame.timestamp - start_time, count)
+        yield frame
+    progress.update(progress.total or 0.0, count)
 
 
 #: `Simulation` argument -> the option that sets it

@@ -9,12 +9,11 @@ capture is.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -179,14 +178,3 @@ def _prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             yield value  # type: ignore[misc]
     finally:
         stop.set()
-
-
-def progress_printer(stream: TextIO = sys.stderr) -> Callable[[str, int | None, int | None, int], None]:
-    """A one-line progress display for a terminal."""
-
-    def show(name: str, position: int | None, size: int | None, frames: int) -> None:
-        share = f"{100 * position / size:5.1f} % " if position is not None and size else ""
-        stream.write(f"\r{name}: {share}{frames:,} frames")
-        stream.flush()
-
-    return show
