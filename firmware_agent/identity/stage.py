@@ -40,7 +40,7 @@ from firmware_agent.identity.decision import UNKNOWN, RunningDecision
 from firmware_agent.identity.features import MIN_ROWS, RATE_HZ, window_features
 from firmware_agent.identity.learning import BackgroundRefit, load_or_refit, refit
 from firmware_agent.identity.model import OVERLAP_TEMPERING
-from firmware_agent.identity.registry import ProfileRegistry
+from firmware_agent.identity.registry import IdentityStateError, ProfileRegistry
 from firmware_agent.identity.sampler import FrameSampler
 from firmware_agent.identity.settings import IdentitySettings
 from firmware_agent.values import Batch, Event
@@ -98,7 +98,10 @@ class IdentityStage:
         self.set_driver = set_driver
         self.sampler = FrameSampler(settings, catalog, vss, self)  # configuration errors first
         self.registry = ProfileRegistry(state_dir)
-        self.model, reason = load_or_refit(self.registry, settings)
+        try:
+            self.model, reason = load_or_refit(self.registry, settings)
+        except OSError as exc:  # a refit that cannot be saved (full disk, read-only state directory)
+            raise IdentityStateError(f"{self.registry.model_path}: cannot refit the model: {exc}") from exc
         if reason:
             log.info("identity: model refitted (%s): %s", reason, self._model_summary())
         # The agent refits on a worker thread (seconds on a Pi); `profile learn` waits for each fit.
