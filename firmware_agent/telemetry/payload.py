@@ -145,19 +145,26 @@ def encode_payload(
         "seq": seq,
         "t0": float(t0),
         "signals": signals,
+        **batch_extras(batch, t0, counters),
     }
-    if batch.events:
-        doc["events"] = [_encode_event(event, t0) for event in batch.events]
-    if batch.driver is not None:
-        doc["driver"] = batch.driver
-    if batch.campaign is not None:
-        doc["campaign"] = batch.campaign
-    if counters:
-        doc["counters"] = {str(k): int(v) for k, v in counters.items()}
     try:
         return cbor2.dumps(doc, canonical=True)
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
         raise PayloadError(f"cannot encode batch {seq}: {exc}") from exc
+
+
+def batch_extras(batch: Batch, t0: float, counters: Mapping[str, int] | None) -> dict[str, Any]:
+    """The optional keys both payload versions carry as they are: events, driver, campaign, counters."""
+    extras: dict[str, Any] = {}
+    if batch.events:
+        extras["events"] = [_encode_event(event, t0) for event in batch.events]
+    if batch.driver is not None:
+        extras["driver"] = batch.driver
+    if batch.campaign is not None:
+        extras["campaign"] = batch.campaign
+    if counters:
+        extras["counters"] = {str(k): int(v) for k, v in counters.items()}
+    return extras
 
 
 def _encode_event(event: Event, t0: float) -> dict[str, Any]:

@@ -40,9 +40,9 @@ from firmware_agent.telemetry.payload import (
     PayloadError,
     _decode_events,
     _earliest,
-    _encode_event,
     _optional,
     _plain_values,
+    batch_extras,
 )
 from firmware_agent.values import Batch, SignalValue
 
@@ -178,15 +178,12 @@ def encode_payload_v2(
             signals[name] = [index, values]
         else:
             signals[name] = [index, scale, offset, _differences(raws)]
-    body: dict[str, Any] = {"t0": float(t0), "times": columns.columns, "signals": signals}
-    if batch.events:
-        body["events"] = [_encode_event(event, t0) for event in batch.events]
-    if batch.driver is not None:
-        body["driver"] = batch.driver
-    if batch.campaign is not None:
-        body["campaign"] = batch.campaign
-    if counters:
-        body["counters"] = {str(k): int(v) for k, v in counters.items()}
+    body: dict[str, Any] = {
+        "t0": float(t0),
+        "times": columns.columns,
+        "signals": signals,
+        **batch_extras(batch, t0, counters),
+    }
     try:
         packed = zlib.compress(cbor2.dumps(body, canonical=True), ZLIB_LEVEL)
         return cbor2.dumps({"v": VERSION, "vehicle": vehicle, "seq": seq, "z": packed}, canonical=True)
