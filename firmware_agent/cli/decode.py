@@ -170,6 +170,12 @@ def _do_decode(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if not summary_only:
         print(summary.skip_line(), file=sys.stderr)
+    if getattr(writer, "late", 0):
+        print(
+            f"--resample: {writer.late:,} frames came after grid rows later than their time were written;"
+            " those rows do not hold them",
+            file=sys.stderr,
+        )
     if not summary_only and args.output is not None and format_name != "parquet":
         _write_schema_sidecar(Path(args.output + ".schema.json"), catalog, summary, vss)
     report_coverage(options.reports, catalog, builtin=not args.dbc, strict=args.strict)

@@ -66,7 +66,9 @@ class WideCsvWriter:
         head = ["time", "timestamp"] + ([] if resample else ["channel", "message"])
         csv.writer(stream, lineterminator="\n").writerow(head + names)
         self._last = [""] * len(columns)
+        self._last_time = np.full(len(columns), -np.inf)
         self._next_grid: float | None = None
+        self.late = 0  # frames older than the last grid row already written (resample only)
 
     def write(self, groups: list[DecodedGroup]) -> None:
         """Write one batch."""
@@ -105,10 +107,12 @@ class WideCsvWriter:
             return
         step = self.resample
         assert step is not None
-        first = min(float(group.timestamp[0]) for group in groups)
-        last = max(float(group.timestamp[-1]) for group in groups)
+        first = min(float(group.timestamp.min()) for group in groups)
+        last = max(float(group.timestamp.max()) for group in groups)
         if self._next_grid is None:
             self._next_grid = math.floor(first / step) * step
+        written_up_to = self._next_grid - step
+        self.late += sum(int(np.count_nonzero(group.timestamp < written_up_to)) for group in groups)
         count = math.floor((last - self._next_grid) / step + 1e-9) + 1
         grid = np.empty(0) if count <= 0 else np.round(self._next_grid + step * np.arange(count), 6)
         table = np.empty((len(grid), len(self.columns)), dtype=object)
@@ -124,10 +128,15 @@ class WideCsvWriter:
                     stamps, texts = stamps[column.present], texts[column.present]
                 if not len(stamps):
                     continue
+                if np.any(stamps[1:] < stamps[:-1]):
+                    order = np.argsort(stamps, kind="stable")
+                    stamps, texts = stamps[order], texts[order]
                 at = np.searchsorted(stamps, grid, side="right") - 1
-                held = at >= 0
+                held = (at >= 0) & (stamps[np.maximum(at, 0)] >= self._last_time[position])
                 table[held, position] = texts[at[held]]
-                self._last[position] = texts[-1]
+                if stamps[-1] >= self._last_time[position]:
+                    self._last[position] = texts[-1]
+                    self._last_time[position] = stamps[-1]
         times = iso_times(grid)
         self.stream.writelines(
             f"{time},{stamp!r},{','.join(row)}\n"

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import pytest
 
 from firmware_agent.cli import main
 from firmware_agent.io import open_capture
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 # microsecond timestamps, two channels, standard and extended IDs, 0 to 8 bytes, a remote frame
 CAPTURE = b"""\
@@ -133,3 +140,29 @@ def test_trc_counts_the_remote_frames_it_cannot_hold(
     assert "4 frames written, 0 malformed lines skipped, 1 remote/error frame(s) not written (TRC cannot" in (
         capsys.readouterr().err
     )
+
+
+def test_candump_on_stdin_streams_into_a_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, capture: Path, tmp_path: Path
+) -> None:
+    converted = tmp_path / "live.blf"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(CAPTURE + b"not a frame\n")))
+    assert main(["convert", "-", str(converted)]) == 0
+    err = capsys.readouterr().err
+    summary = f"stdin -> {converted} (BLF): 5 frames written, 1 malformed line(s) skipped (line 6)"
+    assert err.splitlines()[0] == summary
+    # BLF keeps times and channel numbers (can0 reads back as 0)
+    assert [(t, f"can{c}", *rest) for t, c, *rest in _frames(converted)] == _frames(capture)
+
+
+def test_progress_on_a_terminal_reaches_100_percent(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, capture: Path, tmp_path: Path
+) -> None:
+    assert main(["convert", str(capture), str(tmp_path / "quiet.asc")]) == 0
+    assert "\r" not in capsys.readouterr().err  # captured stderr is no terminal
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["convert", str(capture), str(tmp_path / "shown.asc")]) == 0
+    last = terminal.getvalue().split("\r")[-1]
+    assert last.startswith(f"{capture}: 100.0 % 5 frames in 0:0")
+    assert f"{capture} -> {tmp_path / 'shown.asc'} (" in last  # the summary follows on its own line

@@ -65,6 +65,37 @@ def test_resample_holds_the_last_value_on_a_grid(
     assert "channel" not in rows[0]
 
 
+def test_resample_orders_frames_that_come_out_of_time_order(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, motohawk: str
+) -> None:
+    capture = tmp_path / "merged.log"  # e.g. two loggers' lines pasted together
+    capture.write_bytes(
+        b"(1533226487.000018) can0 1F0#C001400000000000\n"
+        b"(1533226488.250000) can0 1F0#C001400000000000\n"
+        b"(1533226487.400000) can0 1F0#0000000000000000\n"
+    )
+    rows = _rows(capsys, str(capture), "--dbc", motohawk, "--format", "csv", "--resample", "0.5")
+    # 47.5 and 48.0 hold the frame of 47.4 (the newest at or before them), not the one of 48.25
+    assert [row["ExampleMessage.Enable [-]"] for row in rows] == ["", "Disabled", "Disabled"]
+
+
+def test_resample_names_frames_older_than_rows_already_written(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, motohawk: str
+) -> None:
+    later, earlier = tmp_path / "a.log", tmp_path / "b.log"  # given in this order: b is read second
+    later.write_bytes(b"(1533226488.250000) can0 1F0#C001400000000000\n")
+    earlier.write_bytes(
+        b"(1533226487.400000) can0 1F0#0000000000000000\n(1533226489.100000) can0 1F0#0000000000000000\n"
+    )
+    argv = ["decode", str(later), str(earlier), "--dbc", motohawk, "--format", "csv", "--resample", "0.5"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(captured.out.splitlines()))
+    # 48.0: nothing yet; 48.5 and 49.0 hold the frame of 48.25, not the older one of 47.4 read after it
+    assert [row["ExampleMessage.Enable [-]"] for row in rows] == ["", "Enabled", "Enabled"]
+    assert "--resample: 1 frames came after grid rows later than their time were written" in captured.err
+
+
 def test_layout_options_that_do_not_fit_the_format_are_one_line(
     capsys: pytest.CaptureFixture[str], capture: Path, motohawk: str
 ) -> None:
