@@ -16,6 +16,7 @@ class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
 
+
 # microsecond timestamps, two channels, standard and extended IDs, 0 to 8 bytes, a remote frame
 CAPTURE = b"""\
 (1533226487.000018) can0 1F0#C001400000000000
