@@ -10,7 +10,10 @@ Fit (numpy only; about a second for 4 drivers x 2000 windows on x86, see docs/id
    without throttle or gear simply trains on the rest); remaining NaNs get the training median.
 2. `SECONDS_PER_WINDOW` seconds are drawn from each window (windows every 10 s overlap six-fold, so this
    still sees every second of a drive about once) and weighted so that every driver weighs the same
-   (drivers with more driving would otherwise win every doubtful window).
+   (drivers with more driving would otherwise win every doubtful window) and, within a driver, each
+   speed regime (`REGIME_EDGES_KMH`) weighs what it weighs over all drivers (at most `REGIME_CAP` times
+   its own share): a driver who was recorded mostly in town must not make "open road" evidence for
+   whoever was recorded on it.
 3. `TREES` trees, each on a bootstrap of `ROWS_PER_TREE` rows, grown level by level on `BINS` quantile
    bins per feature, best Gini split among `sqrt(features)` random features per node, to `MAX_DEPTH`
    with at least `MIN_LEAF` (weighted) rows per leaf. The trees are flat arrays (feature, threshold,
@@ -44,6 +47,8 @@ from firmware_agent.atomic import write_atomic
 from firmware_agent.errors import UserError
 from firmware_agent.identity.features import as_seconds, feature_names, second_feature_names, second_features
 
+_SPEED = second_feature_names().index("speed")
+
 MAGIC = "firmware-agent-driver-model"
 FORMAT_VERSION = 2
 
@@ -57,6 +62,8 @@ PROBABILITY_FLOOR = 0.02  # mixed into every second's probabilities so one odd s
 LEAF_PRIOR = 1.0  # Laplace count added to each class in a leaf
 #: Weight of each background row (drivers' rows weigh 1 on average); 0 turns the background class off.
 BACKGROUND_WEIGHT = 1.0
+REGIME_EDGES_KMH = (1.0, 20.0, 50.0)  # speed regimes: stopped, crawling, town, open road
+REGIME_CAP = 5.0  # a driver's rows of a rare regime weigh at most this many times their count
 MIN_FINITE_FRACTION = 0.2  # a feature finite in fewer training seconds than this is dropped
 CALIBRATION_FRACTION = 0.3  # tail of each drive held out for calibration
 GAP_WINDOWS = 5  # windows skipped before the held-out tail: 60-s windows every 10 s overlap 5 neighbours
@@ -177,6 +184,7 @@ class DriverModel:
         window_class = np.array([order.index(label) for label in labels])
         rows, row_window = _draw_seconds(valid, rng)
         x = seconds[row_window, rows]
+        speed = x[:, _SPEED]
         finite = np.isfinite(x)
         enough = finite.mean(axis=0) >= MIN_FINITE_FRACTION
         with np.errstate(all="ignore"):
@@ -193,8 +201,7 @@ class DriverModel:
             fill[column] = float(np.median(present)) if present.size else 0.0
         x = np.where(np.isfinite(x), x, fill)
         y = window_class[row_window]
-        counts = np.bincount(y, minlength=len(order)).astype(np.float64)
-        weight = (len(y) / (len(order) * counts))[y]  # every driver weighs the same in total
+        weight = _regime_weights(y, speed, len(order))
         if BACKGROUND_WEIGHT > 0:
             # The background class: every feature shuffled on its own keeps the marginals but breaks the
             # relations between them, so the forest learns where real driving lies (works with one driver).
@@ -381,6 +388,24 @@ def _consistent(model: DriverModel) -> bool:
 def _second_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     windows, valid = as_seconds(features)
     return second_features(windows, valid), valid
+
+
+def _regime_weights(y: np.ndarray, speed: np.ndarray, classes: int) -> np.ndarray:
+    """Row weights: each driver the same total; within a driver, each speed regime its pooled share.
+
+    A regime a driver has rows of weighs (pooled share / the driver's share) per row, capped at
+    `REGIME_CAP`; a regime the driver never drove in stays empty (nothing to reweight).
+    """
+    regime = np.searchsorted(REGIME_EDGES_KMH, np.nan_to_num(speed), side="right")
+    counts = np.zeros((classes, len(REGIME_EDGES_KMH) + 1))
+    np.add.at(counts, (y, regime), 1.0)
+    pooled = counts.sum(axis=0) / counts.sum()
+    own = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    factor = np.minimum(np.where(counts > 0, pooled / np.maximum(own, 1e-12), 0.0), REGIME_CAP)
+    weight = factor[y, regime]
+    totals = np.bincount(y, weights=weight, minlength=classes)
+    weighted: np.ndarray = weight * (len(y) / classes) / totals[y]
+    return weighted
 
 
 def _draw_seconds(valid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
