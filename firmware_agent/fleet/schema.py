@@ -16,7 +16,8 @@ Layout (PostgreSQL 12+; documented with example queries in `docs/fleet.md`):
 
 Stable interface (views; their columns never change meaning): `telemetry_samples`, `telemetry_batches`,
 `telemetry_events`, `telemetry_gaps`, and the service views `service_daily`, `service_trends`,
-`service_due_candidates`.
+`service_due_candidates`; and `telemetry_samples_between(from, to)`, `telemetry_samples`'s rows of a time
+range read from the partitions that can hold them.
 """
 
 from __future__ import annotations
@@ -176,8 +177,35 @@ SELECT vehicle, part, signal, limit_value, direction, unit, days, first_day, las
 FROM fit;
 """
 
+# Version 2: `telemetry_samples_between(from, to)`, the samples of a time range read from the partitions
+# that can hold them. A series is stored in the partition of its batch's `t0` (its earliest sample) and
+# spans at most `fleet_meta.max_series_span_s` seconds (raised by ingest, in the transaction that stores a
+# longer one), so samples in [from, to) can only be in series with from - span <= t0 < to: a range on the
+# partition key, which PostgreSQL prunes on (the span at execution start, the rest when planning).
+_V2 = """
+INSERT INTO fleet_meta (name, value)
+SELECT 'max_series_span_s', coalesce(ceil(max(span)), 0)::text
+FROM (SELECT (SELECT max(t) FROM unnest(times) AS t) - extract(epoch FROM t0)::float8 AS span
+      FROM fleet_series) AS spans
+ON CONFLICT (name) DO NOTHING;
+
+CREATE FUNCTION telemetry_samples_between(t_from timestamptz, t_to timestamptz)
+RETURNS TABLE (vehicle text, seq bigint, signal text, "time" timestamptz, value_num float8, value_text text)
+LANGUAGE sql STABLE AS $$
+SELECT v.name, s.seq, g.name, to_timestamp(u.t), u.value_num, u.value_text
+FROM fleet_series s
+JOIN fleet_vehicles v ON v.id = s.vehicle_id
+JOIN fleet_signals g ON g.id = s.signal_id
+CROSS JOIN LATERAL unnest(s.times, s.nums, s.texts) AS u(t, value_num, value_text)
+WHERE s.t0 < t_to
+  AND s.t0 >= t_from - make_interval(
+      secs => (SELECT value::float8 FROM fleet_meta WHERE name = 'max_series_span_s'))
+  AND u.t >= extract(epoch FROM t_from)::float8 AND u.t < extract(epoch FROM t_to)::float8
+$$;
+"""
+
 #: Migrations in order; `fleet_meta.schema_version` says how many are applied.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 #: Days of partitions made ahead of today (and kept made by the worker every hour).
 PARTITIONS_AHEAD = 3

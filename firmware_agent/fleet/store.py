@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -252,6 +253,13 @@ def _jsonb(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
 
 
+def _max_series_span(conn: psycopg.Connection[Any]) -> float:
+    """`fleet_meta.max_series_span_s`: no stored series spans more seconds from its t0."""
+    row = conn.execute("SELECT value FROM fleet_meta WHERE name = 'max_series_span_s'").fetchone()
+    conn.commit()
+    return float(row[0]) if row else 0.0
+
+
 def _series_arrays(values: Sequence[Any]) -> tuple[list[Any] | None, list[str | None] | None]:
     """`(nums, texts)` arrays for one signal: numbers as float8, value-table names as text."""
     kinds = set(map(type, values))
@@ -274,6 +282,7 @@ class FleetStore:
         self._vehicle_ids: dict[str, int] = {}
         self._signal_ids: dict[str, int] = {}
         self._partitions: set[dt.date] = set()
+        self._max_span = _max_series_span(self.conn)
         self.retention_days = get_retention_days(self.conn)
         self.maintain()
 
@@ -374,11 +383,19 @@ class FleetStore:
         self._ids("fleet_signals", self._signal_ids, (n for v in verified for n in v.payload.signals))
         self._ensure_partitions(dt.datetime.fromtimestamp(v.payload.t0, _UTC).date() for v in verified)
         rejected = list(quarantined)
+        span = self._max_span
         with self.conn.transaction(), self.conn.cursor() as cur:
             stored = self._insert_batches(cur, verified, rejected, result)
             if stored:
-                self._copy_series(cur, stored, result)
+                span = self._copy_series(cur, stored, result)
                 self._copy_events(cur, stored)
+                if span > self._max_span:
+                    # in this transaction: no reader sees a series longer than the span it prunes with
+                    cur.execute(
+                        "UPDATE fleet_meta SET value = greatest(value::float8, %s)::text "
+                        "WHERE name = 'max_series_span_s'",
+                        (span,),
+                    )
             if rejected:
                 cur.executemany(
                     "INSERT INTO fleet_quarantine (received_at, topic, kind, reason, message) "
@@ -394,6 +411,7 @@ class FleetStore:
                         for q in rejected
                     ],
                 )
+        self._max_span = max(self._max_span, span)
         result.stored = len(stored)
         result.quarantined = len(rejected)
         for q in rejected:
@@ -481,7 +499,11 @@ class FleetStore:
             )
         )
 
-    def _copy_series(self, cur: psycopg.Cursor[Any], stored: Sequence[Verified], result: StoreResult) -> None:
+    def _copy_series(
+        self, cur: psycopg.Cursor[Any], stored: Sequence[Verified], result: StoreResult
+    ) -> float:
+        """COPY the series of `stored`; returns a bound on their spans (whole seconds after t0, above)."""
+        span = 0.0
         with cur.copy(
             "COPY fleet_series (vehicle_id, seq, signal_id, t0, times, nums, texts) "
             "FROM STDIN (FORMAT BINARY)"
@@ -499,6 +521,8 @@ class FleetStore:
                         nums = [None if v is None else float(v) for v in nums]
                     copy.write_row((vehicle_id, p.seq, self._signal_ids[name], t0, times, nums, texts))
                     result.samples += len(times)
+                    span = max(span, math.floor(max(times) - p.t0) + 1.0)  # + 1: t0 is kept to the µs
+        return span
 
     def _copy_events(self, cur: psycopg.Cursor[Any], stored: Sequence[Verified]) -> None:
         rows = [
