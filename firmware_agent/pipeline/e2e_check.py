@@ -16,6 +16,11 @@ any other step                dropped    `e2e_out_of_sequence`; the state restar
 Dropped frames are "bad frames". When `burst_count` bad frames of one message on one channel fall within
 `burst_seconds` (frame time), one `Event(kind="e2e_fault")` is raised; the burst ends after
 `burst_seconds` without a bad frame, and the next burst raises a new event.
+
+Guards are bounded: at most `MAX_GUARDS` (channel, identifier) pairs keep a counter state. A J1939
+protected PGN can arrive under many identifiers (priority and source address are part of the ID); past
+the bound the oldest guard is forgotten (`e2e_guards_evicted`) and its identifier starts over like after
+a bus gap, where it next appears.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ E2E_COUNTERS = (
     "e2e_lost_frames",
     "e2e_dropped",
     "e2e_bursts",
+    "e2e_guards_evicted",
 )
+#: (channel, identifier) pairs with a counter state at most; the oldest is forgotten past it.
+MAX_GUARDS = 4096
 
 CRC_ERROR = "crc"
 REPEATED = "repeated"
@@ -125,9 +133,12 @@ class E2EGuard:
 class E2EChecker:
     """Creates one `E2EGuard` per (channel, message) and holds the shared counters."""
 
-    def __init__(self, settings: E2ESettings, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self, settings: E2ESettings, emit: Callable[[Event], None], max_guards: int = MAX_GUARDS
+    ) -> None:
         self.settings = settings
         self.emit = emit
+        self.max_guards = max_guards
         self.counts: Counter[str] = Counter(dict.fromkeys(E2E_COUNTERS, 0))
         self._guards: dict[tuple[str, int], E2EGuard] = {}
 
@@ -136,6 +147,9 @@ class E2EChecker:
         key = (bus, frame_id)
         guard = self._guards.get(key)
         if guard is None:
+            if len(self._guards) >= self.max_guards:
+                del self._guards[next(iter(self._guards))]  # the oldest made
+                self.counts["e2e_guards_evicted"] += 1
             guard = self._guards[key] = E2EGuard(self, bus, frame_id, profile)
         return guard
 

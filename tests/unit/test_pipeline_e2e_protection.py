@@ -90,3 +90,16 @@ def test_one_event_per_burst() -> None:
         guard.accept(20.1 + i / 10, payload(3))
     assert len(events) == 2 and events[1].detail["reasons"] == {"repeated": 3}
     assert checker.counts["e2e_bursts"] == 2
+
+
+def test_guards_are_bounded_and_the_oldest_is_forgotten() -> None:
+    events: list[Event] = []
+    checker = E2EChecker(E2ESettings(), events.append, max_guards=3)
+    # a J1939 PGN seen from five source addresses: five identifiers
+    guards = [checker.guard("j1939", 0x18FEF100 | address, PROFILE) for address in range(5)]
+    assert checker.counts["e2e_guards_evicted"] == 2
+    assert checker.guard("j1939", 0x18FEF104, PROFILE) is guards[4]  # kept: the newest three
+    assert guards[0].accept(0.0, payload(1))
+    again = checker.guard("j1939", 0x18FEF100, PROFILE)  # forgotten: starts over, like after a gap
+    assert again is not guards[0] and again.accept(1.0, payload(9))
+    assert checker.counts["e2e_guards_evicted"] == 3 and checker.counts["e2e_dropped"] == 0
