@@ -66,6 +66,7 @@ def _parse_database(path: Path, warn: Callable[[str], None]) -> Database:
     try:
         if path.suffix.lower() == ".dbc":
             return _load_dbc(path, warn)
+        _check_message_lengths(path)
         return _as_can_database(path, cantools.database.load_file(str(path), strict=True))
     except (cantools.database.UnsupportedDatabaseFormatError, ValueError, KeyError) as strict_error:
         try:
@@ -87,21 +88,34 @@ def _parse_database(path: Path, warn: Callable[[str], None]) -> Database:
 #: The longest frame there is (CAN FD: 64 data bytes). cantools builds per-byte structures for a message's
 #: declared length: one declaring 2**31 bytes took 14 GB before any error (issue 12).
 MAX_MESSAGE_LENGTH = 64
-_DBC_MESSAGE = re.compile(rb"^[ \t]*BO_[ \t]+\d+[ \t]+(\w+)[ \t]*:[ \t]*(\d+)", re.M)
+#: ARXML also describes FlexRay and Ethernet frames (longer, not read here): only absurd lengths are refused.
+MAX_ARXML_FRAME_LENGTH = 65_535
+#: Where each format declares a message's length in bytes: (name, length) groups, by file suffix.
+_DECLARED_LENGTHS = {
+    ".dbc": re.compile(rb"^[ \t]*BO_[ \t]+\d+[ \t]+(\w+)[ \t]*:[ \t]*(\d+)", re.M),
+    ".kcd": re.compile(rb"<Message\b(?=[^>]*\bname=\"([^\"]*)\")[^>]*\blength=\"\s*(\d+)", re.S),
+    ".sym": re.compile(rb"^\[([^\]\r\n]*)\](?:(?!^\[).)*?^[ \t]*Len[ \t]*=[ \t]*(\d+)", re.M | re.S),
+    ".arxml": re.compile(rb"()<FRAME-LENGTH>\s*(\d+)"),  # the name: the nearest SHORT-NAME before it
+}
+_SHORT_NAME = re.compile(rb"<SHORT-NAME>([^<]*)</SHORT-NAME>")
 
 
 def _check_message_lengths(path: Path) -> None:
-    """Refuse a DBC declaring a message longer than any CAN frame, before cantools sees it."""
+    """Refuse a database declaring a message longer than any CAN frame, before cantools sees it."""
+    pattern = _DECLARED_LENGTHS.get(path.suffix.lower())
+    if pattern is None:
+        return
     text = path.read_bytes()
-    for match in _DBC_MESSAGE.finditer(text):
+    arxml = path.suffix.lower() == ".arxml"
+    limit = MAX_ARXML_FRAME_LENGTH if arxml else MAX_MESSAGE_LENGTH
+    for match in pattern.finditer(text):
         length = int(match.group(2))
-        if length > MAX_MESSAGE_LENGTH:
-            line = text.count(b"\n", 0, match.start()) + 1
-            name = match.group(1).decode("ascii", "replace")
-            raise UserError(
-                f"{path}:{line}: message {name} declares {length} bytes; a CAN frame has at most "
-                f"{MAX_MESSAGE_LENGTH} (CAN FD)"
-            )
+        if length > limit:
+            line = text.count(b"\n", 0, match.start(2)) + 1
+            named = match.group(1) or [b"?", *_SHORT_NAME.findall(text, 0, match.start())][-1]
+            name = named.decode("utf-8", "replace")
+            bound = f"a frame has at most {limit}" if arxml else f"a CAN frame has at most {limit} (CAN FD)"
+            raise UserError(f"{path}:{line}: message {name} declares {length} bytes; {bound}")
 
 
 def _load_dbc(path: Path, warn: Callable[[str], None]) -> Database:

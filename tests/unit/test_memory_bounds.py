@@ -15,8 +15,9 @@ import pytest
 from firmware_agent.collect.budget import MEMORY_BUDGET_BYTES, worst_case_bytes
 from firmware_agent.collect.campaign import CampaignError, builtin_all, loads_campaigns
 from firmware_agent.collect.collector import Collector
-from firmware_agent.decode.catalog import Catalog
+from firmware_agent.decode.catalog import Catalog, load_database
 from firmware_agent.decode.memo import MAX_FRAME_KEYS
+from firmware_agent.errors import UserError
 from firmware_agent.pipeline.decoding import SampleDecoder
 from firmware_agent.pipeline.e2e_check import E2EChecker, E2ESettings
 from firmware_agent.values import SignalGroup
@@ -111,3 +112,63 @@ def test_a_dbc_message_longer_than_any_frame_is_refused_before_cantools(tmp_path
         f"firmware-agent decode: error: {dbc}:7: message HUGE declares 2147483648 bytes; "
         "a CAN frame has at most 64 (CAN FD)\n"
     )
+
+
+KCD = """<NetworkDefinition xmlns="http://kayak.2codeornot2code.org/1.0">
+  <Document/>
+  <Bus name="B">
+    <Message id="0x100" name="SMALL" length="8">
+      <Signal name="A" offset="0" length="8"/>
+    </Message>
+    <Message id="0x101" name="HUGE" length="{length}">
+      <Signal name="B" offset="0" length="8"/>
+    </Message>
+  </Bus>
+</NetworkDefinition>
+"""
+SYM = """FormatVersion=6.0 // Do not edit this line!
+Title="t"
+
+{{SENDRECEIVE}}
+
+[SMALL]
+ID=100h
+Len=8
+Var=A unsigned 0,8
+
+[HUGE]
+ID=101h
+Len={length}
+Var=B unsigned 0,8
+"""
+ARXML = """<?xml version="1.0" encoding="UTF-8"?>
+<AUTOSAR><AR-PACKAGES><AR-PACKAGE><SHORT-NAME>Frames</SHORT-NAME><ELEMENTS>
+<CAN-FRAME><SHORT-NAME>HUGE</SHORT-NAME>
+<FRAME-LENGTH>{length}</FRAME-LENGTH>
+</CAN-FRAME></ELEMENTS></AR-PACKAGE></AR-PACKAGES></AUTOSAR>
+"""
+
+
+CAN_BOUND = "a CAN frame has at most 64 (CAN FD)"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "template", "line", "limit"),
+    [
+        ("kcd", KCD, 7, CAN_BOUND),
+        ("sym", SYM, 13, CAN_BOUND),
+        ("arxml", ARXML, 4, "a frame has at most 65535"),
+    ],
+)
+def test_other_database_formats_declaring_absurd_lengths_are_refused_before_cantools(
+    tmp_path: Path, suffix: str, template: str, line: int, limit: str
+) -> None:
+    if suffix != "arxml":  # the same file with a sane length loads
+        sane = tmp_path / f"sane.{suffix}"
+        sane.write_text(template.format(length=8))
+        assert {m.name: m.length for m in load_database(sane).messages} == {"SMALL": 8, "HUGE": 8}
+    huge = tmp_path / f"huge.{suffix}"
+    huge.write_text(template.format(length=2147483648))
+    with pytest.raises(UserError) as refused:
+        load_database(huge)
+    assert str(refused.value) == f"{huge}:{line}: message HUGE declares 2147483648 bytes; {limit}"
