@@ -304,9 +304,14 @@ class Mdf4File:
         identification = self.map[:64]
         if identification[:8] not in (b"MDF     ", b"UnFinMF "):
             raise Mdf4Error("not an MF4 file (no MDF identification block)")
-        self.version = struct.unpack_from("<H", identification, 28)[0]
+        found = re.fullmatch(rb"([0-9])\.([0-9]{2})[ \0]*", identification[8:16])
+        if found is None:
+            raise Mdf4Error("not an MF4 file (no MDF version in the identification block)")
+        self.version = int(found.group(1)) * 100 + int(found.group(2))
         if self.version < 400:
             raise Mdf4Unsupported(f"MDF version {self.version / 100:.2f} (only 4.x is read)")
+        if self.version >= 500:
+            raise Mdf4Error(f"MDF version {self.version / 100:.2f} is not MF4 (4.x)")
         self.unfinalised = struct.unpack_from("<H", identification, 60)[0] if self.version >= 410 else 0
         if self.unfinalised & UNFIN_LAST_DL:
             raise Mdf4Unsupported("unfinalised data list (the last ##DL block is not updated)")
@@ -564,11 +569,8 @@ class Mdf4File:
             raise Mdf4Error(
                 f"##DZ block at 0x{address:X} holds {len(unzipped):,} bytes, not {original_size:,} (corrupt)"
             )
-        if zip_type == 1 and parameter > 1:  # transposed: the whole columns x lines matrix, then the rest
-            lines = original_size // parameter
-            matrix = lines * parameter
-            columns = np.frombuffer(unzipped, np.uint8, matrix).reshape(parameter, lines)
-            unzipped = columns.T.tobytes() + unzipped[matrix:]
+        if zip_type == 1 and parameter > 1:
+            unzipped = untranspose(unzipped, parameter)
         return unzipped
 
     # --- records ------------------------------------------------------------------------------------
@@ -682,6 +684,16 @@ def walk_records(data: bytes, id_size: int, sizes: Mapping[int, int | None]) -> 
         add(position)
         position += step
     return starts, position
+
+
+def untranspose(data: bytes, columns: int) -> bytes:
+    """Undo a `##DZ` transposition: the first `columns` x `lines` bytes were stored column by column
+    (byte 0 of every record, then byte 1, ...); the bytes after the whole lines were left as they were."""
+    lines = len(data) // columns
+    matrix = lines * columns
+    stored = np.frombuffer(data, np.uint8, matrix).reshape(columns, lines)
+    records: bytes = stored.T.tobytes()
+    return records + data[matrix:]
 
 
 def _unaligned(buffer: np.ndarray, dtype: str) -> np.ndarray:
