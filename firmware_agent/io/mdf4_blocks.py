@@ -457,13 +457,12 @@ class Mdf4File:
 
     def channels(self, group: ChannelGroup) -> list[Channel]:
         """The channel group's channels in file order (a structure's members under `components`)."""
-        return self._channel_chain(group.first_channel, depth=0)
+        return self._channel_chain(group.first_channel, 0, set())
 
-    def _channel_chain(self, address: int, depth: int) -> list[Channel]:
+    def _channel_chain(self, address: int, depth: int, seen: set[int]) -> list[Channel]:
         if depth > 8:
             raise Mdf4Unsupported("structures nested more than 8 deep")
         channels: list[Channel] = []
-        seen: set[int] = set()
         while address:
             if address in seen:
                 raise Mdf4Error(f"the ##CN chain loops at 0x{address:X} (corrupt file)")
@@ -498,7 +497,7 @@ class Mdf4File:
             if composition:
                 ident, _, _ = self._block_header(composition, (b"##CN", b"##CA"))
                 if ident == b"##CN":
-                    channel.components = self._channel_chain(composition, depth + 1)
+                    channel.components = self._channel_chain(composition, depth + 1, seen)
                 else:
                     channel.array = True
             channels.append(channel)
@@ -561,11 +560,12 @@ class Mdf4File:
             raise Mdf4Unsupported(f"{_ZIP_NAMES.get(zip_type, f'type {zip_type}')} compressed ##DZ blocks")
         if 24 + zipped_size > len(data):
             raise Mdf4Error(f"##DZ block at 0x{address:X} is shorter than its compressed data: truncated?")
-        try:
-            unzipped = zlib.decompress(data[24 : 24 + zipped_size])
+        inflater = zlib.decompressobj()
+        try:  # never more than the block says it holds (a corrupt length cannot fill the memory)
+            unzipped = inflater.decompress(data[24 : 24 + zipped_size], max(original_size, 1))
         except zlib.error as exc:
             raise Mdf4Error(f"##DZ block at 0x{address:X}: {exc} (corrupt file)") from None
-        if len(unzipped) != original_size:
+        if len(unzipped) != original_size or not inflater.eof:
             raise Mdf4Error(
                 f"##DZ block at 0x{address:X} holds {len(unzipped):,} bytes, not {original_size:,} (corrupt)"
             )

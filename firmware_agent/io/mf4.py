@@ -164,8 +164,9 @@ def _group_frames(mdf: Any, group: Any, siblings: list[Any], records: Any, start
         else:
             data = np.asarray(columns.value(payload), np.uint8).reshape(rows, -1)
         width = data.shape[1]
-        if width:
-            data = np.where(np.arange(width) < length[:, None], data, 0).astype(np.uint8)
+        if width:  # the bytes past each frame's length are zero (our own writeable copy)
+            data = np.require(data, np.uint8, ["C", "W", "O"])
+            np.multiply(data, np.arange(width) < length[:, None], out=data)
         length = np.minimum(length, width).astype(np.int16)
     else:
         length = np.zeros(rows, np.int16)

@@ -283,6 +283,11 @@ def _broken(tmp_path: Path, case: str) -> Path:
         channel = _first_block(bytes(data), b"##CN")
         data[channel + 24 : channel + 32] = channel.to_bytes(8, "little")
         path.write_bytes(bytes(data))
+    elif case == "member-loop":  # a channel whose structure members start with the channel itself
+        data = bytearray(CSS[0].read_bytes())
+        channel = _first_block(bytes(data), b"##CN")
+        data[channel + 32 : channel + 40] = channel.to_bytes(8, "little")
+        path.write_bytes(bytes(data))
     elif case == "empty":
         path.write_bytes(b"")
     return path
@@ -297,6 +302,7 @@ def _broken(tmp_path: Path, case: str) -> Path:
         ("block-too-long", "runs past the end of the file"),
         ("corrupt-zip", "(corrupt"),
         ("loop", "the ##CN chain loops"),
+        ("member-loop", "the ##CN chain loops"),
         ("empty", "cannot read as MF4: too short for an MF4 file (0 bytes)"),
     ],
 )
