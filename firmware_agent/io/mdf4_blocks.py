@@ -45,6 +45,7 @@ import mmap
 import re
 import struct
 import zlib
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -600,7 +601,7 @@ class Mdf4File:
                 f"data group at 0x{group.address:X}: no record can start at byte {stop:,} of its"
                 f" {len(data):,} bytes of data (an unknown record id or a cut record; corrupt file)"
             )
-        positions = np.array(starts, np.int64)
+        positions = np.frombuffer(starts, np.int64) if len(starts) else np.zeros(0, np.int64)
         width = group.record_id_size
         if width == 1:
             ids = buffer[positions].astype(np.uint64)
@@ -635,17 +636,18 @@ class Mdf4File:
         return _Signal(stream=np.frombuffer(self.data(channel.data_link), np.uint8))
 
 
-def walk_records(data: bytes, id_size: int, sizes: Mapping[int, int | None]) -> tuple[list[int], int]:
+def walk_records(data: bytes, id_size: int, sizes: Mapping[int, int | None]) -> tuple[array[int], int]:
     """The start of every record of an unsorted data stream, in order, and where the walk stopped.
 
     `sizes`: record id -> bytes after the id, or None for a VLSD channel group (a uint32 length, then
     that many bytes). As asammdf does, the walk stops at an unknown record id or at a record that does not
     fit in the data (the end of an unfinalised file). While every fixed-length record fits, the inner loop
     only looks its length up (about 70 ns a record); VLSD records and the last bytes take the careful path.
+    The starts are 8-byte integers in an `array` (a list would hold an int object per record).
     """
     end = len(data)
     position = 0
-    starts: list[int] = []
+    starts = array("q")
     add = starts.append
     if id_size == 1:
         steps = [0] * 256  # 0: unknown id, -1: VLSD, else 1 + record bytes

@@ -346,10 +346,15 @@ def test_decoding_mf4_imports_no_asammdf_pandas_or_python_can(tmp_path: Path) ->
 def test_walk_records_sizes_vlsd_and_stops() -> None:
     # id 1: 3 bytes; id 2: VLSD (uint32 length + bytes); id 3 is unknown
     stream = b"\x01abc" + b"\x02" + (2).to_bytes(4, "little") + b"xy" + b"\x01def" + b"\x03zzz"
-    assert walk_records(stream, 1, {1: 3, 2: None}) == ([0, 4, 11], 15)
-    assert walk_records(stream[:13], 1, {1: 3, 2: None}) == ([0, 4], 11)  # the last record is cut
+
+    def walk(data: bytes, id_size: int, sizes: dict[int, int | None]) -> tuple[list[int], int]:
+        starts, stop = walk_records(data, id_size, sizes)
+        return starts.tolist(), stop
+
+    assert walk(stream, 1, {1: 3, 2: None}) == ([0, 4, 11], 15)
+    assert walk(stream[:13], 1, {1: 3, 2: None}) == ([0, 4], 11)  # the last record is cut
     wide = b"\x01\x01abc" + b"\x02\x01" + (1).to_bytes(4, "little") + b"q" + b"\x01\x01d"
-    assert walk_records(wide, 2, {0x101: 3, 0x102: None}) == ([0, 5], 12)
+    assert walk(wide, 2, {0x101: 3, 0x102: None}) == ([0, 5], 12)
 
 
 def test_untranspose_keeps_the_tail() -> None:
