@@ -316,12 +316,10 @@ class Mdf4File:
         self.unfinalised = struct.unpack_from("<H", identification, 60)[0] if self.version >= 410 else 0
         if self.unfinalised & UNFIN_LAST_DL:
             raise Mdf4Unsupported("unfinalised data list (the last ##DL block is not updated)")
-        _, links, data = self._block(64, (b"##HD",))
-        if len(data) < 13:
-            raise Mdf4Error("##HD block is malformed")
+        _, links, data = self._block(64, (b"##HD",), links=1, data=13)
         start_ns, tz_offset, dst_offset, time_flags = struct.unpack_from("<QhhB", data)
         self.header = Header(start_ns, tz_offset, dst_offset, time_flags)
-        self._first_data_group = links[0] if links else 0
+        self._first_data_group = links[0]
 
     @property
     def map(self) -> mmap.mmap | bytes:
@@ -345,14 +343,16 @@ class Mdf4File:
 
     # --- blocks -------------------------------------------------------------------------------------
 
-    def _block(self, address: int, kinds: tuple[bytes, ...]) -> tuple[bytes, tuple[int, ...], bytes]:
+    def _block(
+        self, address: int, kinds: tuple[bytes, ...], links: int = 0, data: int = 0
+    ) -> tuple[bytes, tuple[int, ...], bytes]:
         """The block at `address`: its id, links and data; raises `Mdf4Error` when it is not one of
-        `kinds` or does not fit in the file."""
+        `kinds`, does not fit in the file, or has fewer than `links` links or `data` bytes of data."""
         ident, length, count = self._block_header(address, kinds)
-        if length < 24 + 8 * count:
-            raise Mdf4Error(f"{ident.decode('latin-1')} block at 0x{address:X} is malformed")
-        links = struct.unpack_from(f"<{count}Q", self.map, address + 24)
-        return ident, links, self.map[address + 24 + 8 * count : address + length]
+        if length < 24 + 8 * count or count < links or length - 24 - 8 * count < data:
+            raise Mdf4Error(f"{ident.decode('latin-1')} block at 0x{address:X} is malformed (corrupt file)")
+        found = struct.unpack_from(f"<{count}Q", self.map, address + 24)
+        return ident, found, self.map[address + 24 + 8 * count : address + length]
 
     def _block_header(self, address: int, kinds: tuple[bytes, ...]) -> tuple[bytes, int, int]:
         names = " or ".join(kind.decode() for kind in kinds)
@@ -390,7 +390,7 @@ class Mdf4File:
         if not address:
             return None
         if address not in self._conversions:
-            _, _, data = self._block(address, (b"##CC",))
+            _, _, data = self._block(address, (b"##CC",), data=8)
             kind, _precision, _flags, _refs, count = struct.unpack_from("<BBHHH", data)
             if kind in (CC_IDENTITY, CC_LINEAR, CC_RATIONAL, CC_TABLE_INTERPOLATED, CC_TABLE, CC_RANGE_TABLE):
                 if len(data) < 24 + 8 * count:
@@ -405,7 +405,7 @@ class Mdf4File:
         if not address:
             return None
         if address not in self._sources:
-            _, links, data = self._block(address, (b"##SI",))
+            _, links, data = self._block(address, (b"##SI",), links=1, data=2)
             source_type, bus_type = struct.unpack_from("<BB", data)
             self._sources[address] = Source(self._text(links[0]), source_type, bus_type)
         return self._sources[address]
@@ -420,7 +420,7 @@ class Mdf4File:
             if address in seen:
                 raise Mdf4Error(f"the ##DG chain loops at 0x{address:X} (corrupt file)")
             seen.add(address)
-            _, links, data = self._block(address, (b"##DG",))
+            _, links, data = self._block(address, (b"##DG",), links=3, data=1)
             record_id_size = data[0]
             if record_id_size not in (0, 1, 2, 4, 8):
                 raise Mdf4Error(f"##DG block at 0x{address:X}: record id size {record_id_size} (corrupt)")
@@ -430,7 +430,7 @@ class Mdf4File:
                 if cg_address in seen:
                     raise Mdf4Error(f"the ##CG chain loops at 0x{cg_address:X} (corrupt file)")
                 seen.add(cg_address)
-                _, cg_links, cg_data = self._block(cg_address, (b"##CG",))
+                _, cg_links, cg_data = self._block(cg_address, (b"##CG",), links=4, data=32)
                 record_id, cycles, flags, _separator, data_bytes, inval_bytes = struct.unpack_from(
                     "<QQHH4xII", cg_data
                 )
@@ -468,9 +468,7 @@ class Mdf4File:
             if address in seen:
                 raise Mdf4Error(f"the ##CN chain loops at 0x{address:X} (corrupt file)")
             seen.add(address)
-            _, links, data = self._block(address, (b"##CN",))
-            if len(links) < 8 or len(data) < 24:
-                raise Mdf4Error(f"##CN block at 0x{address:X} is malformed")
+            _, links, data = self._block(address, (b"##CN",), links=6, data=24)
             (
                 channel_type,
                 sync_type,
@@ -537,7 +535,7 @@ class Mdf4File:
         elif ident == b"##DZ":
             yield None, self._unzip(address)
         elif ident == b"##HL":
-            _, links, _ = self._block(address, (b"##HL",))
+            _, links, _ = self._block(address, (b"##HL",), links=1)
             yield from self._data_pieces(links[0], depth + 1)
         else:
             seen: set[int] = set()
@@ -545,17 +543,15 @@ class Mdf4File:
                 if address in seen:
                     raise Mdf4Error(f"the ##DL chain loops at 0x{address:X} (corrupt file)")
                 seen.add(address)
-                _, links, data = self._block(address, (b"##DL",))
-                blocks = struct.unpack_from("<B3xI", data)[1] if len(data) >= 8 else len(links) - 1
-                for block in links[1 : 1 + min(blocks, len(links) - 1)]:
+                _, links, data = self._block(address, (b"##DL",), links=1, data=8)
+                blocks = struct.unpack_from("<B3xI", data)[1]
+                for block in links[1 : 1 + blocks]:
                     if block:
                         yield from self._data_pieces(block, depth + 1)
-                address = links[0] if links else 0
+                address = links[0]
 
     def _unzip(self, address: int) -> bytes:
-        _, _, data = self._block(address, (b"##DZ",))
-        if len(data) < 24:
-            raise Mdf4Error(f"##DZ block at 0x{address:X} is malformed")
+        _, _, data = self._block(address, (b"##DZ",), data=24)
         zip_type, parameter, original_size, zipped_size = struct.unpack_from("<2xB1xIQQ", data)
         if zip_type not in (0, 1):
             raise Mdf4Unsupported(f"{_ZIP_NAMES.get(zip_type, f'type {zip_type}')} compressed ##DZ blocks")
@@ -795,8 +791,9 @@ class Columns:
         bits: np.ndarray = (self.rows[:, byte] >> (channel.invalidation_bit % 8)) & 1 == 1
         return bits
 
-    def variable_bytes(self, channel: Channel, signal: _Signal) -> tuple[np.ndarray, np.ndarray]:
-        """A VLSD byte-array channel's items as a zero-padded matrix, and each item's length."""
+    def variable_bytes(self, channel: Channel, signal: _Signal, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """A VLSD byte-array channel's items as a zero-padded matrix, and each item's length; an item
+        longer than `limit` bytes is an error (a corrupt length must not allocate rows x gigabytes)."""
         if channel.data_type != DT_BYTES:
             raise Mdf4Unsupported(f"VLSD channel {channel.name!r} of data type {channel.data_type}")
         offsets = self.raw(channel).astype(np.int64)
@@ -819,6 +816,8 @@ class Columns:
             if len(offsets) and np.any(starts + lengths > len(buffer)):
                 raise Mdf4Error(f"VLSD channel {channel.name!r}: an item past its signal data (truncated?)")
         width = int(lengths.max()) if len(lengths) else 0
+        if width > limit:
+            raise Mdf4Error(f"VLSD channel {channel.name!r}: an item of {width:,} bytes (corrupt file)")
         matrix = np.zeros((len(starts), width), np.uint8)
         if width:
             fits = starts + width <= len(buffer)

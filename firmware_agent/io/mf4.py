@@ -34,6 +34,8 @@ from firmware_agent.errors import UserError
 from firmware_agent.io.frames import FrameBatch, ReadStats, concatenate
 
 _KINDS = ("CAN_DataFrame", "CAN_RemoteFrame", "CAN_ErrorFrame")
+#: Data bytes of the longest CAN frame (CAN XL; CAN FD: 64): more is a corrupt file, not a frame
+MAX_DATA_BYTES = 2048
 #: `##SI` source type "bus" and bus type "CAN"
 _SOURCE_BUS = 2
 _BUS_TYPE_CAN = 2
@@ -88,7 +90,8 @@ def read_frames(source: Path | bytes) -> FrameBatch | None:
     """
     from firmware_agent.io.mdf4_blocks import CG_BUS_EVENT, CG_REMOTE_MASTER, Mdf4File
 
-    with Mdf4File(source) as mdf:
+    # conversions of a corrupt file can overflow: the values are what they are, without warnings on stderr
+    with Mdf4File(source) as mdf, np.errstate(all="ignore"):
         start = mdf.header.start_timestamp()
         parts = []
         for data_group in mdf.data_groups():
@@ -128,7 +131,7 @@ def _unsupported(feature: str) -> Exception:
 
 def _group_frames(mdf: Any, group: Any, siblings: list[Any], records: Any, start: float) -> FrameBatch | None:
     """The frames of one bus-event channel group (None when it holds no CAN frame structure)."""
-    from firmware_agent.io.mdf4_blocks import CN_VLSD, MASTER_TYPES, Columns
+    from firmware_agent.io.mdf4_blocks import CN_VLSD, MASTER_TYPES, Columns, Mdf4Error
 
     channels = mdf.channels(group)
     flat = list(_flatten(channels))
@@ -160,7 +163,11 @@ def _group_frames(mdf: Any, group: Any, siblings: list[Any], records: Any, start
     if payload is not None and f"{kind}.DataLength" in members:
         length = column("DataLength", 0, np.int16)
         if payload.channel_type == CN_VLSD:
-            data, _ = columns.variable_bytes(payload, mdf.signal(payload, records, siblings))
+            signal = mdf.signal(payload, records, siblings)
+            data, _ = columns.variable_bytes(payload, signal, MAX_DATA_BYTES)
+        elif payload.bit_count > 8 * MAX_DATA_BYTES:
+            size = payload.bit_count // 8
+            raise Mdf4Error(f"{payload.name} of {size:,} bytes is no CAN frame (corrupt file)")
         else:
             data = np.asarray(columns.value(payload), np.uint8).reshape(rows, -1)
         width = data.shape[1]

@@ -361,3 +361,32 @@ def test_untranspose_keeps_the_tail() -> None:
     records = np.arange(7 * 10, dtype=np.uint8).reshape(7, 10)
     tail = b"\xfa\xfb\xfc"
     assert untranspose(records.T.tobytes() + tail, 10) == records.tobytes() + tail
+
+
+def test_damaged_files_raise_mdf4_error_or_read() -> None:
+    # Seeded damage to the blocks of a CANedge file (bytes, links, lengths) and cuts: every outcome is
+    # frames or Mdf4Error (one line through the CLI), never another exception.
+    from firmware_agent.io.mdf4_blocks import Mdf4Error
+
+    original = CSS[-1].read_bytes()
+    metadata = original.index(b"##DT")  # the blocks before CANedge's one data block
+    rng = np.random.default_rng(11)
+    outcomes = {"read": 0, "error": 0}
+    for _ in range(150):
+        damaged = bytearray(
+            original[: int(rng.integers(0, len(original)))] if rng.random() < 0.25 else original
+        )
+        for _ in range(int(rng.integers(1, 6))):
+            position = int(rng.integers(0, min(metadata + 64, len(damaged) or 1)))
+            if rng.random() < 0.5:
+                damaged[position : position + 1] = bytes([int(rng.integers(0, 256))])
+            else:
+                position -= position % 8
+                value = int(rng.choice([0, 1, 64, len(damaged), 2**40, int(rng.integers(0, 2**31)) // 8 * 8]))
+                damaged[position : position + 8] = value.to_bytes(8, "little")
+        try:
+            read_frames(bytes(damaged))
+            outcomes["read"] += 1
+        except Mdf4Error:
+            outcomes["error"] += 1
+    assert outcomes["read"] > 10 and outcomes["error"] > 10
