@@ -253,17 +253,20 @@ class Header:
         as the machine's local time, as asammdf (and python-can's MF4 writer, which sets it) do.
         """
         seconds = self.start_ns / 10**9
-        if self.time_flags & HD_LOCAL_TIME:
-            zone = timezone.utc
-        else:
-            zone = timezone(timedelta(minutes=self.tz_offset_min + self.dst_offset_min))
         try:
-            start = datetime.fromtimestamp(seconds, zone)
-        except (OverflowError, OSError, ValueError):
-            start = datetime.fromtimestamp(0, zone) + timedelta(seconds=seconds)
-        if self.time_flags & HD_LOCAL_TIME:
-            start = start.replace(tzinfo=None)
-        return start.timestamp()
+            if self.time_flags & HD_LOCAL_TIME:
+                zone = timezone.utc
+            else:
+                zone = timezone(timedelta(minutes=self.tz_offset_min + self.dst_offset_min))
+            try:
+                start = datetime.fromtimestamp(seconds, zone)
+            except (OverflowError, OSError, ValueError):
+                start = datetime.fromtimestamp(0, zone) + timedelta(seconds=seconds)
+            if self.time_flags & HD_LOCAL_TIME:
+                start = start.replace(tzinfo=None)
+            return start.timestamp()
+        except (OverflowError, OSError, ValueError) as exc:
+            raise Mdf4Error(f"the ##HD start time cannot be read: {exc} (corrupt file)") from None
 
 
 @dataclass
