@@ -22,6 +22,7 @@ pip does once at install time) and with the parsed-DBC cache warm, after one unt
 
     .venv/bin/python bench/decode.py                 # 8 copies, 1.08 M frames
     .venv/bin/python bench/decode.py --rss 1000000 5000000
+    .venv/bin/python bench/decode.py --no-rav4 --no-stdin --repeat 5   # only the MF4 case (m)
 """
 
 from __future__ import annotations
@@ -228,6 +229,9 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the slow baseline loop")
     parser.add_argument("--repeat", type=int, default=3, help="runs of (b), the best is reported (default 3)")
     parser.add_argument("--no-mf4", action="store_true", help="skip the MF4 case (m)")
+    parser.add_argument(
+        "--no-rav4", action="store_true", help="skip the RAV4 cases (a), (b), (c) and --rss: only (m) and (s)"
+    )
     parser.add_argument("--no-stdin", action="store_true", help="skip the stdin latency case (s)")
     parser.add_argument(
         "--rss", type=int, nargs="*", default=[], metavar="FRAMES", help="peak RSS at these sizes"
@@ -235,6 +239,14 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="fa-bench-") as folder:
+        if args.no_rav4:
+            print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+            print(f"load average before: {os.getloadavg()[0]:.2f} (other work skews wall times)")
+            if not args.no_mf4:
+                mf4_case(Path(folder), args.repeat)
+            if not args.no_stdin:
+                stdin_latency()
+            return
         capture = Path(folder) / "rav4_x.log"
         frames = build_capture(capture, args.copies * 135_468)
         print(f"capture: RAV4 x{args.copies}, {frames:,} frames, {capture.stat().st_size / 1e6:.0f} MB")

@@ -42,7 +42,10 @@ def _do_convert(args: argparse.Namespace) -> int:
     from firmware_agent.progress import CaptureProgress
 
     format_name = output_format(args.output, args.format)
-    import_python_can(need_mf4=format_name == "MF4" or detect_format(args.input) == "MF4")
+    # asammdf only for python-can's MF4 writer: MF4 input is read without it (io/mf4.py)
+    import_python_can(need_mf4=format_name == "MF4")
+    if args.input != "-":
+        detect_format(args.input)  # a missing or unreadable input: one line, before anything else
     size = os.path.getsize(args.input) if args.input != "-" else None
     progress = CaptureProgress(args.input, size)
     try:

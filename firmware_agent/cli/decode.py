@@ -102,7 +102,7 @@ def _do_decode(args: argparse.Namespace) -> int:
     if formats <= _OWN_READERS:
         defer_python_can()  # our own parsers read these: python-can is imported only if used
     else:
-        import_python_can(need_mf4="MF4" in formats)
+        import_python_can(need_mf4=False)  # MF4 is read without asammdf (io/mf4.py)
 
     from firmware_agent.decode.captures import DecodeOptions, decode_captures
     from firmware_agent.decode.summary import Summary

@@ -3,9 +3,9 @@
 cantools imports python-can (for `cantools.tester`), and python-can imports asammdf (and with it
 pandas) for its MF4 reader whenever it is installed: 0.7 s of a 1.5 s decode on a small machine.
 
-- `import_python_can(need_mf4=False)` imports python-can with asammdf hidden; the MF4 reader reloads
-  python-can's MF4 module if it is needed after all.
-- `defer_python_can()` is for candump input, which our own readers parse: python-can (about 0.1 s
+- `import_python_can(need_mf4=False)` imports python-can with asammdf hidden. MF4 captures are read
+  without asammdf (`io/mf4.py`); `convert` to MF4 reloads python-can's MF4 module for its writer.
+- `defer_python_can()` is for candump and MF4 input, which our own readers parse: python-can (about 0.1 s
   even without asammdf) is then not imported at all unless something uses it. `can` and
   `cantools.tester` get stand-in modules that import the real one (asammdf hidden) on first
   attribute access, so `import can` and `cantools`' own `from . import tester` cost nothing.

@@ -2,8 +2,8 @@
 
 Readers, all yielding `FrameBatch`es (`frames.py`) in capture order: `candump_log.py` (candump `-L`,
 vectorised: the hot path), `candump_console.py` (candump console output), `mf4.py` (MF4 bus logging in
-bulk through asammdf), `python_can.py` (ASC, BLF, TRC, CSV, SQLite, and gzipped MF4, through
-python-can's own readers). Writers of decoded frames (`writer.py`'s
+bulk, with numpy: `mdf4_blocks.py` parses the blocks), `python_can.py` (ASC, BLF, TRC, CSV, SQLite,
+through python-can's own readers). Writers of decoded frames (`writer.py`'s
 `RecordWriter`): `jsonl.py`, `csv.py`, `parquet.py`. The simulator writes captures with python-can's
 writers (`sim/outputs.py`).
 
@@ -159,21 +159,19 @@ def open_capture(path: str, strict: bool = False, chunk_size: int = DEFAULT_CHUN
         if format_name not in ("candump -L", "candump output"):
             if not compressed:
                 raw.seek(0)
-            else:
+            elif format_name != "MF4":  # the MF4 reader decompresses the file itself
                 stream = gzip.open(file)  # type: ignore[assignment]  # noqa: SIM115
                 head = b""
     if format_name == "candump -L":
         capture._batches = iter(CandumpLogReader(stream, capture.name, capture.stats, strict, head=head))
     elif format_name == "candump output":
         capture._batches = iter(CandumpConsoleReader(stream, capture.name, capture.stats, strict, head=head))
-    elif format_name == "MF4" and not compressed:
+    elif format_name == "MF4":
         from firmware_agent.io.mf4 import Mf4Reader
 
-        capture._batches = iter(Mf4Reader(Path(path), chunk_size, capture.stats))
+        capture._batches = iter(Mf4Reader(Path(path), chunk_size, capture.stats, compressed))
     else:
-        reader_stream = (
-            stream if path != "-" and (compressed or format_name not in ("SQLite", "MF4")) else None
-        )
+        reader_stream = stream if path != "-" and (compressed or format_name != "SQLite") else None
         capture._batches = iter(
             PythonCanReader(format_name, Path(path), reader_stream, chunk_size, capture.stats, strict)
         )

@@ -1,4 +1,7 @@
-"""Capture formats read through python-can's own readers: ASC (also .gz), BLF, TRC, CSV, SQLite, MF4."""
+"""Capture formats read through python-can's own readers: ASC (also .gz), BLF, TRC, CSV, SQLite.
+
+(MF4 is read by `mf4.py`; `_mf4_module` loads python-can's MF4 support, with asammdf, for its writer.)
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ FORMATS: dict[str, tuple[str, str, bool]] = {
     "TRC": ("can.io.trc", "TRCReader", True),
     "CSV": ("can.io.csv", "CSVReader", True),
     "SQLite": ("can.io.sqlite", "SqliteReader", False),
-    "MF4": ("can.io.mf4", "MF4Reader", False),
 }
 
 
@@ -45,8 +47,6 @@ class PythonCanReader:
     def _reader(self) -> Any:
         module_name, class_name, text = FORMATS[self.format_name]
         module = importlib.import_module(module_name)
-        if self.format_name == "MF4":
-            module = _mf4_module(module)
         reader_class = getattr(module, class_name)
         if self.format_name == "SQLite":
             return reader_class(str(self.path))
@@ -93,12 +93,13 @@ class PythonCanReader:
 
 
 def _mf4_module(module: Any) -> Any:
+    """python-can's `can.io.mf4` with its asammdf support loaded (for `MF4Writer`)."""
     if getattr(module, "asammdf", None) is not None:
         return module
     try:
         importlib.import_module("asammdf")
     except ImportError:
-        raise UserError("reading MF4 needs asammdf: pip install 'firmware-agent[mf4]'") from None
+        raise UserError("python-can's MF4 support needs asammdf: pip install 'firmware-agent[mf4]'") from None
     # python-can was imported while asammdf was hidden to keep start-up fast; load its MF4 support now.
     return importlib.reload(module)
 
