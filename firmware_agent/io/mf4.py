@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,19 +182,8 @@ def _group_frames(mdf: Any, group: Any, siblings: list[Any], records: Any, start
     if invalid is not None:  # asammdf's get drops the records whose structure is marked invalid
         channel_numbers = channel_numbers[~invalid]
     numbers, codes = np.unique(channel_numbers, return_inverse=True)
-    batch = FrameBatch(
-        timestamp=timestamp,
-        channel=np.zeros(rows, np.int32),
-        channels=["" if number < 0 else str(int(number)) for number in numbers.tolist()],
-        arbitration_id=(column("ID", 0, np.int64) & 0x1FFFFFFF).astype(np.uint32),
-        is_extended=column("IDE", 0, np.int64).astype(bool),
-        is_fd=column("EDL", 0, np.int64).astype(bool),
-        is_remote=np.full(rows, kind == "CAN_RemoteFrame", bool),
-        is_error=np.full(rows, kind == "CAN_ErrorFrame", bool),
-        length=length,
-        data=data,
-        bitrate_switch=column("BRS", 0, np.int64).astype(bool),
-    )
+    channels = ["" if number < 0 else str(int(number)) for number in numbers.tolist()]
+    batch = _frame_batch(kind, column, timestamp, np.zeros(rows, np.int32), channels, length, data)
     if invalid is not None:
         batch = _take(batch, np.flatnonzero(~invalid))
     batch.channel = codes.astype(np.int32).reshape(-1)
@@ -290,9 +279,24 @@ def _asammdf_batch(mdf: Any, index: int, kind: str, start: float, offset: int, c
     else:
         length = np.zeros(rows, np.int16)
         data = np.zeros((rows, 8), np.uint8)
+    timestamp = signal.timestamps.astype(np.float64) + start
+    return _frame_batch(kind, column, timestamp, codes.astype(np.int32).reshape(-1), channels, length, data)
+
+
+def _frame_batch(
+    kind: str,
+    column: Callable[[str, Any, Any], np.ndarray],
+    timestamp: np.ndarray,
+    channel: np.ndarray,
+    channels: list[str],
+    length: np.ndarray,
+    data: np.ndarray,
+) -> FrameBatch:
+    """Frames of a `kind` structure (`CAN_DataFrame`, ...) from its members, read by `column`."""
+    rows = len(timestamp)
     return FrameBatch(
-        timestamp=signal.timestamps.astype(np.float64) + start,
-        channel=codes.astype(np.int32).reshape(-1),
+        timestamp=timestamp,
+        channel=channel,
         channels=channels,
         arbitration_id=(column("ID", 0, np.int64) & 0x1FFFFFFF).astype(np.uint32),
         is_extended=column("IDE", 0, np.int64).astype(bool),
