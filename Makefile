@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/compiled.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/collect.py
 	$(BIN)/python bench/driver_id.py --sim
 	$(BIN)/python bench/ingest.py

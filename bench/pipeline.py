@@ -127,10 +127,12 @@ def load_rows() -> list[Row]:
     ]
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
+def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """A memory figure of a process in MB from /proc/PID/status (VmRSS: resident now, VmHWM: its peak);
+    0.0 when the line is missing (an exited process not yet reaped). OSError when the process is gone."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -313,12 +315,11 @@ def daemon_rss(broker: str, workdir: Path, loops: int) -> tuple[list[float], flo
     samples = []
     while proc.poll() is None:
         try:
-            with open(f"/proc/{proc.pid}/status") as status:
-                rss = next((line for line in status if line.startswith("VmRSS:")), None)
-            if rss:
-                samples.append(int(rss.split()[1]) / 1024)
-        except (OSError, StopIteration):
-            pass
+            rss = rss_mb(proc.pid)
+        except OSError:
+            rss = 0.0
+        if rss:
+            samples.append(rss)
         time.sleep(0.25)
     return samples, time.perf_counter() - started, proc.returncode
 
