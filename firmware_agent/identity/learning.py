@@ -53,7 +53,9 @@ def refit(registry: ProfileRegistry, settings: IdentitySettings) -> DriverModel 
     if not features:
         registry.remove_model()
         return None
-    model = DriverModel.fit(np.concatenate(features), labels, blocks)
+    stacked = np.concatenate(features)
+    features.clear()  # the registry's arrays behind these views: freed before the fit needs the memory
+    model = DriverModel.fit(stacked, labels, blocks)
     registry.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     model.save(registry.model_path)
     return model

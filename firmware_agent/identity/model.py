@@ -36,7 +36,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,12 @@ OVERLAP_TEMPERING = 6.0
 #: A window is called "unknown" when fewer than this fraction of held-out known-driver windows scored
 #: as low.
 UNKNOWN_BELOW = 0.05
+#: Windows whose per-second features are computed at a time, when fitting and scoring. A window's are
+#: 60 x 59 float64 (28 KB): computed for every training window at once, a fit held about 100 KB per
+#: window (1,740 windows: 200 MB at peak, 2,420: 280 MB) and the daemon's allocator kept much of it after
+#: the fit, so its RSS grew with the driving learned (`bench/soak.py`). In chunks a fit holds the seconds
+#: it draws and one chunk; each window's features do not depend on the others, so the model is the same.
+CHUNK_WINDOWS = 256
 
 
 class ModelFileError(UserError):
@@ -144,7 +150,7 @@ class DriverModel:
         if len(block_list) != len(label_list):
             raise ValueError("blocks must have one entry per window")
 
-        seconds, valid = _second_rows(features)
+        windows, valid = as_seconds(features)  # a view of `features`: the per-second rows come in chunks
         held_out = _held_out_tails(block_list)
         # The gap windows are neither trained on nor scored (they overlap the held-out tail).
         trainable = ~held_out & ~_gap_before_tails(block_list, held_out)
@@ -153,22 +159,22 @@ class DriverModel:
         train_labels = {label_list[i] for i in np.flatnonzero(trainable)}
         if held_out.any() and trainable.any():
             inner = cls._fit_core(
-                seconds[trainable], valid[trainable], [label_list[i] for i in np.flatnonzero(trainable)]
+                windows[trainable], valid[trainable], [label_list[i] for i in np.flatnonzero(trainable)]
             )
             scored = held_out & np.array([label in train_labels for label in label_list])
             if scored.any():
-                window_scores = inner._window_scores(seconds[scored], valid[scored])
+                window_scores = inner._window_scores(windows[scored], valid[scored])
                 truth = np.array([inner.labels.index(label_list[i]) for i in np.flatnonzero(scored)])
                 temperature = _best_temperature(window_scores, truth)
                 calibration = window_scores.max(axis=1)
                 # Held-out classes are named by the final model's labels (a superset of the inner ones).
                 calibration_class = np.asarray(inner.labels)[window_scores.argmax(axis=1)]
-        model = cls._fit_core(seconds, valid, label_list)
+        model = cls._fit_core(windows, valid, label_list)
         model.temperature = temperature
         if calibration.size == 0:
             # Too little data to hold anything out: fall back to the training windows themselves
             # (optimistic: strangers will look more "known" than they are).
-            window_scores = model._window_scores(seconds, valid)
+            window_scores = model._window_scores(windows, valid)
             calibration = window_scores.max(axis=1)
             calibration_class = np.asarray(model.labels)[window_scores.argmax(axis=1)]
         order = np.argsort(calibration, kind="stable")
@@ -177,19 +183,20 @@ class DriverModel:
         return model
 
     @classmethod
-    def _fit_core(cls, seconds: np.ndarray, valid: np.ndarray, labels: Sequence[str]) -> DriverModel:
-        """Forest on the valid seconds of windows (N, S, P) with `valid` (N, S), one label per window."""
+    def _fit_core(cls, windows: np.ndarray, valid: np.ndarray, labels: Sequence[str]) -> DriverModel:
+        """Forest on the valid seconds of windows (N, S, channels) with `valid` (N, S), one label each."""
         rng = np.random.default_rng(SEED)
         order = tuple(sorted(set(labels)))
         window_class = np.array([order.index(label) for label in labels])
         rows, row_window = _draw_seconds(valid, rng)
-        x = seconds[row_window, rows]
-        speed = x[:, _SPEED]
+        x = _drawn_second_rows(windows, valid, row_window, rows)
+        speed = x[:, _SPEED].copy()  # (a view would keep all of x alive until the forest is grown)
         finite = np.isfinite(x)
         enough = finite.mean(axis=0) >= MIN_FINITE_FRACTION
         with np.errstate(all="ignore"):
             low = np.where(finite, x, np.inf).min(axis=0)
             high = np.where(finite, x, -np.inf).max(axis=0)
+        del finite
         keep = enough & (high > low)
         if not keep.any():
             keep = enough.copy()  # nothing varies: a forest of single leaves (all drivers alike)
@@ -205,17 +212,30 @@ class DriverModel:
         if BACKGROUND_WEIGHT > 0:
             # The background class: every feature shuffled on its own keeps the marginals but breaks the
             # relations between them, so the forest learns where real driving lies (works with one driver).
-            background = np.column_stack([rng.permutation(column) for column in x.T])
-            x = np.concatenate([x, background])
-            y = np.concatenate([y, np.full(len(background), len(order))])
-            weight = np.concatenate([weight, np.full(len(background), BACKGROUND_WEIGHT)])
+            # Written into one array, column by column: no separate copy of the shuffled rows.
+            count = len(x)
+            both = np.empty((2 * count, x.shape[1]))
+            both[:count] = x
+            for column in range(x.shape[1]):
+                both[count:, column] = rng.permutation(x[:, column])
+            x = both
+            y = np.concatenate([y, np.full(count, len(order))])
+            weight = np.concatenate([weight, np.full(count, BACKGROUND_WEIGHT)])
         forest = _grow_forest(x, y, weight, len(order) + 1, rng)
         return cls(order, keep, fill, forest, 1.0, np.zeros(0), np.zeros(0, dtype=np.int64))
 
     # -- scoring ---------------------------------------------------------------------------------------
 
-    def _window_scores(self, seconds: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """(N, K) mean log-probability per driver over each window's valid seconds."""
+    def _window_scores(self, windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(N, K) mean log-probability per driver over the valid seconds of windows (N, S, channels)."""
+        parts = [
+            self._chunk_scores(second_features(windows[chunk], valid[chunk]), valid[chunk])
+            for chunk in _chunks(len(windows))
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)))
+
+    def _chunk_scores(self, seconds: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """`_window_scores` of a few windows, from their per-second rows (N, S, P)."""
         count, length = valid.shape
         x = seconds.reshape(count * length, -1)[:, self.keep]
         x = np.where(np.isfinite(x), x, self.fill)
@@ -232,8 +252,7 @@ class DriverModel:
         return average
 
     def _scores_of(self, features: np.ndarray) -> np.ndarray:
-        seconds, valid = _second_rows(_as_matrix(features))
-        return self._window_scores(seconds, valid)
+        return self._window_scores(*as_seconds(_as_matrix(features)))
 
     def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(posteriors (N, K) over `labels`, rows summing to 1; known (N,) in [0, 1])."""
@@ -385,9 +404,26 @@ def _consistent(model: DriverModel) -> bool:
     )
 
 
-def _second_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    windows, valid = as_seconds(features)
-    return second_features(windows, valid), valid
+def _chunks(count: int) -> Iterator[slice]:
+    """Slices of `CHUNK_WINDOWS` windows covering `count` windows."""
+    for start in range(0, count, CHUNK_WINDOWS):
+        yield slice(start, min(start + CHUNK_WINDOWS, count))
+
+
+def _drawn_second_rows(
+    windows: np.ndarray, valid: np.ndarray, row_window: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """`second_features(windows, valid)[row_window, rows]` without all of it at once: chunk by chunk.
+
+    `row_window` must be in ascending order (as `_draw_seconds` gives it).
+    """
+    out = np.empty((len(rows), len(second_feature_names())))
+    for chunk in _chunks(len(windows)):
+        low, high = np.searchsorted(row_window, (chunk.start, chunk.stop))
+        if low < high:
+            features = second_features(windows[chunk], valid[chunk])
+            out[low:high] = features[row_window[low:high] - chunk.start, rows[low:high]]
+    return out
 
 
 def _regime_weights(y: np.ndarray, speed: np.ndarray, classes: int) -> np.ndarray:

@@ -224,7 +224,8 @@ class ProfileRegistry:
         for profile in self.active_profiles(min_minutes, features):
             kept = self.windows(profile)
             if kept is not None and len(kept[1]) and kept[1].shape[1] == features:
-                yield profile, kept[0][-newest:], kept[1][-newest:]
+                # copies: views would keep every kept window (up to the profile's cap) in memory
+                yield profile, kept[0][-newest:].copy(), kept[1][-newest:].copy()
 
     def remove_model(self) -> None:
         """Delete the model file (no profile is active any more)."""

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import stat
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from firmware_agent.cli.profile_tabular import add_tabular_parsers
 from firmware_agent.errors import UserError
+from firmware_agent.identity import model as model_module
 from firmware_agent.identity.features import (
     CHANNELS,
     feature_names,
@@ -166,6 +168,69 @@ def test_one_driver_still_scores_strangers_lower() -> None:
     np.testing.assert_allclose(posteriors, 1.0)
     _, stranger = model.scores(drive_features("harsh", seed=7, seconds=600))
     assert np.mean(known[:, None] > stranger[None, :]) >= 0.8
+
+
+# -- memory of a fit (bench/soak.py: the daemon refits after every learned drive) ---------------------
+
+
+def _drives(count: int, seconds: int = 900) -> tuple[np.ndarray, list[str], list[str]]:
+    """`count` drives of each of calm and harsh: features, labels, blocks (one block per drive)."""
+    features, labels, blocks = [], [], []
+    for index, style in enumerate(("calm", "harsh")):
+        for drive in range(count):
+            windows = drive_features(style, seed=200 + 10 * index + drive, seconds=seconds)
+            features.append(windows)
+            labels += [style] * len(windows)
+            blocks += [f"{style}/{drive}"] * len(windows)
+    return np.concatenate(features), labels, blocks
+
+
+def _model_arrays(model: DriverModel) -> dict[str, np.ndarray]:
+    forest = model.forest
+    return {
+        "feature": forest.feature,
+        "threshold": forest.threshold,
+        "left": forest.left,
+        "value": forest.value,
+        "roots": forest.roots,
+        "keep": model.keep,
+        "fill": model.fill,
+        "temperature": np.array(model.temperature),
+        "calibration": model.calibration,
+        "calibration_class": model.calibration_class,
+    }
+
+
+def test_the_fit_in_chunks_of_windows_is_the_fit_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-second rows are computed a chunk of windows at a time; the model must not change with it."""
+    features, labels, blocks = _drives(2, seconds=600)
+    at_once = DriverModel.fit(features, labels, blocks)
+    monkeypatch.setattr(model_module, "CHUNK_WINDOWS", 7)
+    chunked = DriverModel.fit(features, labels, blocks)
+    for name, array in _model_arrays(at_once).items():
+        np.testing.assert_array_equal(_model_arrays(chunked)[name], array, err_msg=name)
+    for got, expected in zip(chunked.scores(features), at_once.scores(features), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(chunked.log_likelihoods(features), at_once.log_likelihoods(features))
+
+
+def test_a_fit_does_not_hold_every_second_of_every_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fit computed the per-second rows of all its windows at once (60 x 59 float64, 27.7 KiB each) and
+    held about 68 KiB per window at its peak: the daemon's RSS grew with the driving learned, up to the
+    fit cap of every profile (`bench/soak.py`: 272 MB at 12 h). Now each added window costs the seconds
+    the fit draws from it and what the forest grows on them (small chunks here, so that both fits are
+    many chunks long and the difference is what grows with the windows)."""
+    monkeypatch.setattr(model_module, "CHUNK_WINDOWS", 32)
+    small, large = _drives(2), _drives(4)
+    peaks = []
+    for features, labels, blocks in (small, large):
+        tracemalloc.start()
+        DriverModel.fit(features, labels, blocks)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    per_window = (peaks[1] - peaks[0]) / (len(large[0]) - len(small[0]))
+    row_bytes = len(second_feature_names()) * 60 * 8
+    assert per_window < row_bytes, f"{per_window / 1024:.1f} KiB of fit memory per window"
 
 
 # -- the CSV front door -------------------------------------------------------------------------------

@@ -54,6 +54,19 @@ def test_windows_are_capped_oldest_out_and_minutes_follow(tmp_path: Path) -> Non
     assert drives.tolist() == [0.0] * 4 + [1.0] * 6
 
 
+def test_the_training_set_holds_only_the_newest_windows(tmp_path: Path) -> None:
+    """A fit takes the newest windows of a profile that keeps more: a view would keep them all in memory
+    while the fit runs."""
+    registry = ProfileRegistry(tmp_path)
+    profile = registry.profile_id(KEY)
+    width = feature_width()
+    registry.add_windows(profile, np.arange(30.0 * width).reshape(30, width), step_seconds=60, cap=100)
+    [(name, drives, windows)] = registry.training_set(20.0, width, newest=10)
+    assert name == profile and windows.shape == (10, width) and len(drives) == 10
+    assert windows[0, 0] == 20.0 * width  # the newest ten
+    assert windows.base is None and drives.base is None, "copies, not views of the kept windows"
+
+
 def test_forget_erases_the_record_and_the_windows(tmp_path: Path) -> None:
     registry = ProfileRegistry(tmp_path)
     keep, gone = registry.profile_id(KEY), registry.profile_id("KEY_STATUS.KeyId=7")
