@@ -21,8 +21,10 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
     """Replace `path` with `data` atomically (and durably unless `durable=False`); the file ends up with
     permissions `mode`. Raises `OSError` (the target is then untouched and no temporary file is left)."""
     path = Path(path)
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
+    # The temporary name stays a str: pathlib on Python 3.12.0-3.12.6 interns every part of a path it
+    # parses, for good, and a new unique name per write (health.json: every second) grew the daemon by
+    # about 100 bytes per write, 9 MB a day (cpython#121780; `tests/unit/test_atomic.py`).
+    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(descriptor, mode)  # mkstemp creates 0600; make it exactly `mode`
         view = memoryview(data)
@@ -33,14 +35,14 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
     except BaseException:
         os.close(descriptor)
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     os.close(descriptor)
     try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     if durable:
         fsync_directory(path.parent)
