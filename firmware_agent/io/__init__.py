@@ -18,7 +18,7 @@ import gzip
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -83,6 +83,8 @@ class Capture:
     stats: ReadStats = field(default_factory=ReadStats)
     _batches: Iterator[FrameBatch] | None = None
     _raw: BinaryIO | None = None
+    #: for a reader that takes the file whole (MF4): the share of its frames handed out so far
+    _fraction_done: Callable[[], float] | None = None
 
     def __iter__(self) -> Iterator[FrameBatch]:
         assert self._batches is not None
@@ -98,6 +100,8 @@ class Capture:
 
     def position(self) -> int | None:
         """Bytes of the file read so far, when known."""
+        if self._fraction_done is not None and self.size is not None:
+            return round(self.size * self._fraction_done())
         if self._raw is None or self._raw.closed:
             return None
         try:
@@ -169,7 +173,8 @@ def open_capture(path: str, strict: bool = False, chunk_size: int = DEFAULT_CHUN
     elif format_name == "MF4":
         from firmware_agent.io.mf4 import Mf4Reader
 
-        capture._batches = iter(Mf4Reader(Path(path), chunk_size, capture.stats, compressed))
+        mf4 = Mf4Reader(Path(path), chunk_size, capture.stats, compressed)
+        capture._batches, capture._fraction_done = iter(mf4), mf4.fraction_done
     else:
         reader_stream = stream if path != "-" and (compressed or format_name != "SQLite") else None
         capture._batches = iter(

@@ -52,6 +52,12 @@ class Mf4Reader:
         self.stats = stats if stats is not None else ReadStats()
         #: a gzipped MF4 (`.mf4.gz`): decompressed into memory first
         self.compressed = compressed
+        self._handed_out = 0  # frames yielded
+        self._total = 0  # frames in the file, once read
+
+    def fraction_done(self) -> float:
+        """The share of the file's frames handed out so far (0 until the file is read, 1 at the end)."""
+        return self._handed_out / self._total if self._total else 0.0
 
     def __iter__(self) -> Iterator[FrameBatch]:
         from firmware_agent.io.mdf4_blocks import Mdf4Error, Mdf4Unsupported
@@ -69,8 +75,11 @@ class Mf4Reader:
             raise UserError(f"{self.path}: cannot read as MF4: {exc}") from None
         if frames is None:
             return
+        self._total = len(frames)
         for offset in range(0, len(frames), self.chunk_size):
-            yield _take(frames, slice(offset, offset + self.chunk_size))
+            chunk = _take(frames, slice(offset, offset + self.chunk_size))
+            self._handed_out = offset + len(chunk)
+            yield chunk
 
     def _through_asammdf(self, source: Path | bytes, feature: str) -> Iterator[FrameBatch]:
         try:

@@ -229,6 +229,18 @@ def test_unfinalised_file_cut_short_reads_the_records_before_the_cut(tmp_path: P
     assert ours is not None and 0 < len(ours) < len(read_frames(CSS[0]) or [])
 
 
+def test_progress_advances_with_the_frames_handed_out() -> None:
+    capture = open_capture(str(CSS[0]), chunk_size=20_000)
+    positions = [capture.position()]
+    frames = 0
+    for batch in capture:
+        frames += len(batch)
+        positions.append(capture.position())
+    assert positions[0] == 0 and positions[-1] == capture.size
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)  # a step per batch
+    assert frames == 150_411
+
+
 def test_unsupported_feature_falls_back_to_asammdf(monkeypatch: pytest.MonkeyPatch) -> None:
     import firmware_agent.io.mf4 as mf4
 
