@@ -28,10 +28,10 @@ class CsvWriter:
 
     @staticmethod
     def _group_rows(group: DecodedGroup) -> list[str]:
-        prefix_tail = f",{_csv_field(group.channel)},{group.arbitration_id},{_csv_field(group.message.name)},"
+        prefix_tail = f",{csv_field(group.channel)},{group.arbitration_id},{csv_field(group.message.name)},"
         units = {signal.name: signal.unit or "" for signal in group.message.signals}
-        names = [_csv_field(name) for name in group.signals]
-        tails = [f",{_csv_field(units.get(name, ''))}\n" for name in group.signals]
+        names = [csv_field(name) for name in group.signals]
+        tails = [f",{csv_field(units.get(name, ''))}\n" for name in group.signals]
         columns = [column_values(column) for column in group.signals.values()]
         stamps = [repr(value) for value in group.timestamp.tolist()]
         rows = []
@@ -39,7 +39,7 @@ class CsvWriter:
             prefix = stamp + prefix_tail
             rows.append(
                 "".join(
-                    f"{prefix}{name},{_csv_field(str(value))}{tail}"
+                    f"{prefix}{name},{csv_field(str(value))}{tail}"
                     for name, tail, value in zip(names, tails, values, strict=False)
                     if value is not None
                 )
@@ -55,7 +55,8 @@ class CsvWriter:
         self.stream.flush()
 
 
-def _csv_field(text: str) -> str:
+def csv_field(text: str) -> str:
+    """`text` as one csv cell: quoted (csv module rules) only when it holds a comma, quote or line break."""
     if any(char in text for char in ',"\n\r'):
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="").writerow([text])

@@ -13,7 +13,6 @@ frame. The grid follows capture order, which candump, ASC and BLF keep in time o
 from __future__ import annotations
 
 import csv
-import io
 import math
 from collections.abc import Iterable
 from typing import TextIO
@@ -23,6 +22,7 @@ from cantools.database.can import Message
 
 from firmware_agent.decode.records import column_values, in_capture_order
 from firmware_agent.decode.vectorised import DecodedGroup, SignalColumn
+from firmware_agent.io.csv import csv_field
 
 
 def iso_times(seconds: np.ndarray) -> list[str]:
@@ -94,7 +94,7 @@ class WideCsvWriter:
             cells[position - start] = _texts(column)
         before = "," * start
         after = "," * (len(self.columns) - 1 - end)
-        prefix = f",{_csv_field(group.channel)},{_csv_field(group.message.name)},{before}"
+        prefix = f",{csv_field(group.channel)},{csv_field(group.message.name)},{before}"
         times = iso_times(group.timestamp)
         stamps = group.timestamp.tolist()
         return [
@@ -156,12 +156,4 @@ class WideCsvWriter:
 
 def _texts(column: SignalColumn) -> list[str]:
     """Each row's csv cell: the value-table name or the number; empty where the signal is absent."""
-    return ["" if value is None else _csv_field(str(value)) for value in column_values(column)]
-
-
-def _csv_field(text: str) -> str:
-    if any(char in text for char in ',"\n\r'):
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="").writerow([text])
-        return buffer.getvalue()
-    return text
+    return ["" if value is None else csv_field(str(value)) for value in column_values(column)]
